@@ -1,0 +1,472 @@
+"""The search-space schema: a YAML file in, a validated `Space` out, every error reported at once.
+
+Errors name the dotted path of the field, the rule, and the value given, e.g.
+`transfer.d_f[2]: must be a positive integer, got -5`. Loading writes nothing and starts nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sweep_engine.errors import ConfigError
+from sweep_engine.shapes import SIZES
+from sweep_engine.spec import ModelShape
+
+PosInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+PosFloat = Annotated[float, Field(gt=0)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+LANGUAGE_CODE = re.compile(r"^[a-z]{2}$")  # ISO 639-1
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors at every depth; a typo must never be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CorpusConfig(Strict):
+    """Exactly one source: `builtin` (the parallel Bible), `path` (local text/JSONL/Parquet) or `hf`."""
+
+    builtin: Literal["bible"] | None = None
+    translations: list[str] = []
+    part: Literal["ot", "nt", "all"] = "all"
+    path: str | None = None
+    hf: str | None = None
+    hf_config: str | None = None
+    split: str = "train"
+    text_field: str = "text"
+    max_chars: PosInt | None = None
+    simplified: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self) -> CorpusConfig:
+        given = [k for k in ("builtin", "path", "hf") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"exactly one of builtin, path, hf must be given, got {given or 'none'}")
+        return self
+
+
+class SizeConfig(Strict):
+    name: str
+    n_layer: PosInt
+    d_model: Annotated[int, Field(gt=0, multiple_of=64)]
+
+
+SizeEntry = str | SizeConfig
+
+
+class ScheduleConfig(Strict):
+    kind: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_steps: NonNegInt = 0
+    decay_floor: Fraction = 0.1
+
+
+class StoppingConfig(Strict):
+    """Evaluate every `eval_interval_tokens`; stop after `patience` evaluations without an improvement of at
+    least `min_delta`, at `token_cap` (also the LR schedule's horizon), or on divergence."""
+
+    eval_interval_tokens: PosInt
+    token_cap: PosInt
+    patience: PosInt = 3
+    min_delta: Annotated[float, Field(ge=0)] = 0.0
+    diverge_factor: Annotated[float, Field(gt=1)] = 1.5
+
+
+class ValidationConfig(Strict):
+    """The fixed validation set: `size` documents (verses for the Bible, the same ids in every language) or
+    tokens."""
+
+    size: PosInt = 2000
+    unit: Literal["docs", "tokens"] = "docs"
+    split_seed: NonNegInt = 0
+
+
+class TokenizerConfig(Strict):
+    """`bpe`: a byte-level BPE trained on `corpus` (default: the pre-training corpus), shared by every language
+    as in the seed study. `per_language`: one BPE per language, trained on that language's corpus (fine-tuning
+    then re-initialises the embeddings). `files`: GPT-2 style vocab.json + merges.txt."""
+
+    kind: Literal["bpe", "per_language", "files"] = "bpe"
+    vocab_size: Annotated[int, Field(ge=256, le=1_000_000)] = 4096
+    corpus: CorpusConfig | None = None
+    vocab_file: str | None = None
+    merges_file: str | None = None
+
+    @model_validator(mode="after")
+    def _files_given(self) -> TokenizerConfig:
+        if self.kind == "files" and not (self.vocab_file and self.merges_file):
+            raise ValueError("kind 'files' needs both vocab_file and merges_file")
+        return self
+
+
+class TrainingConfig(Strict):
+    """What every run of a stage shares."""
+
+    batch_tokens: PosInt
+    micro_batch_tokens: PosInt | None = None
+    context: PosInt
+    weight_decay: Annotated[float, Field(ge=0)] = 0.1
+    stopping: StoppingConfig
+    validation: ValidationConfig = ValidationConfig()
+
+    @model_validator(mode="after")
+    def _batch_fits_context(self) -> TrainingConfig:
+        for name in ("batch_tokens", "micro_batch_tokens"):
+            value = getattr(self, name)
+            if value is not None and value % self.context:
+                raise ValueError(f"{name} must be a multiple of context ({self.context}), got {value}")
+        if self.micro_batch_tokens and self.batch_tokens % self.micro_batch_tokens:
+            raise ValueError(
+                f"batch_tokens must be a multiple of micro_batch_tokens, got "
+                f"(batch_tokens={self.batch_tokens}, micro_batch_tokens={self.micro_batch_tokens})"
+            )
+        return self
+
+
+class ResourcesConfig(Strict):
+    cpus_per_trial: PosFloat = 1.0
+    gpus_per_trial: Annotated[float, Field(ge=0)] = 0.0  # per worker; fractions share a GPU
+    workers_per_trial: PosInt = 1  # > 1: DDP through Ray Train
+    max_concurrent_trials: PosInt | None = None  # default: what the cluster holds
+    max_retries: NonNegInt = 2  # for transient failures (a lost worker or node)
+
+    @model_validator(mode="after")
+    def _whole_gpus_when_above_one(self) -> ResourcesConfig:
+        if self.gpus_per_trial > 1 and not float(self.gpus_per_trial).is_integer():
+            raise ValueError(f"gpus_per_trial above 1 must be a whole number, got {self.gpus_per_trial}")
+        return self
+
+
+class PretrainConfig(TrainingConfig):
+    language: str = "en"
+    corpus: CorpusConfig
+    sizes: Annotated[list[SizeEntry], Field(min_length=1)]
+    lr: PosFloat
+    schedule: ScheduleConfig = ScheduleConfig(warmup_steps=500)
+    seed: NonNegInt = 0
+    resources: ResourcesConfig | None = None  # default: the space's; kept by `pretrain_from`
+
+
+class LanguageConfig(Strict):
+    corpus: CorpusConfig
+
+
+class TransferConfig(TrainingConfig):
+    languages: Annotated[dict[str, LanguageConfig], Field(min_length=1)]
+    sizes: list[str] | None = None  # a subset of the pre-training sizes, by name; default all
+    d_f: Annotated[list[PosInt], Field(min_length=1)]
+    init: Annotated[list[Literal["scratch", "finetune"]], Field(min_length=1)] = ["scratch", "finetune"]
+    lr: Annotated[list[PosFloat], Field(min_length=1)]
+    schedules: Annotated[list[ScheduleConfig], Field(min_length=1)] = [ScheduleConfig(warmup_steps=300)]
+    seeds: Annotated[list[NonNegInt], Field(min_length=1)] = [0]
+    extra_val: dict[str, CorpusConfig] = {}  # e.g. {en: ...}: English loss after fine-tuning (forgetting)
+
+    @field_validator("d_f", "lr", "init", "seeds")
+    @classmethod
+    def _unique(cls, values: list[Any]) -> list[Any]:
+        dupes = sorted({v for v in values if values.count(v) > 1}, key=str)
+        if dupes:
+            raise ValueError(f"values must be unique, got duplicates {dupes}")
+        return values
+
+
+class TrackingConfig(Strict):
+    uri: str | None = None  # default: sqlite:///<storage>/mlflow.db
+    experiment: str | None = None  # default: the space's name
+
+
+class SearchConfig(Strict):
+    """How a cell's LR/schedule is searched: the full grid, or an Optuna sampler with a budget per cell over a
+    log-uniform LR range and the listed schedules."""
+
+    kind: Literal["grid", "optuna"] = "grid"
+    trials_per_cell: PosInt | None = None
+    sampler: Literal["tpe", "random"] = "tpe"
+    lr_range: tuple[PosFloat, PosFloat] | None = None
+
+    @model_validator(mode="after")
+    def _optuna_needs_budget(self) -> SearchConfig:
+        if self.kind == "optuna" and (self.trials_per_cell is None or self.lr_range is None):
+            raise ValueError("kind 'optuna' needs trials_per_cell and lr_range")
+        if self.lr_range and self.lr_range[0] >= self.lr_range[1]:
+            raise ValueError(f"lr_range must be [low, high] with low < high, got {list(self.lr_range)}")
+        return self
+
+
+class AnalysisConfig(Strict):
+    laws: list[Literal["chinchilla", "kaplan", "power", "rectified", "overtrain", "transfer"]] = [
+        "power",
+        "kaplan",
+        "transfer",
+    ]
+    bootstrap: NonNegInt = 200
+    holdout_largest: bool = False
+    seed: NonNegInt = 0
+
+
+class Space(Strict):
+    """One search-space file. `pretrain_from` names another space file (relative to this one) whose
+    pre-training stage and tokenizer this space reuses, so several languages share one English pre-training."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
+    storage: str = "results"
+    tracking: TrackingConfig = TrackingConfig()
+    resources: ResourcesConfig = ResourcesConfig()
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    pretrain_from: str | None = None
+    pretrain: PretrainConfig | None = None
+    transfer: TransferConfig | None = None
+    search: SearchConfig = SearchConfig()
+    analysis: AnalysisConfig = AnalysisConfig()
+    source: Path | None = Field(default=None, exclude=True)  # the file it was loaded from (set by load_space)
+
+    @model_validator(mode="after")
+    def _stages_consistent(self) -> Space:
+        problems = []
+        if self.pretrain is None and self.transfer is None:
+            problems.append("at least one of pretrain, transfer (or pretrain_from) must be given")
+        if self.pretrain:
+            problems += _check_sizes(self.pretrain.sizes)
+            if not LANGUAGE_CODE.match(self.pretrain.language):
+                problems.append(
+                    f"pretrain.language: must be an ISO 639-1 code, got {self.pretrain.language!r}"
+                )
+        if self.transfer:
+            problems += _check_transfer(self.transfer, self.pretrain)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    # Where things live: one results root holds every sweep, so checkpoints and caches are shared by content.
+    @property
+    def storage_dir(self) -> Path:
+        return Path(self.storage)
+
+    @property
+    def results_dir(self) -> Path:
+        return self.storage_dir / self.name
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.storage_dir / "cache"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.storage_dir / "checkpoints"
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.tracking.uri or f"sqlite:///{(self.storage_dir / 'mlflow.db').resolve()}"
+
+    @property
+    def experiment_name(self) -> str:
+        return self.tracking.experiment or self.name
+
+
+def _check_sizes(sizes: list[SizeEntry]) -> list[str]:
+    problems, names = [], []
+    for i, size in enumerate(sizes):
+        if isinstance(size, str):
+            if size not in SIZES:
+                problems.append(
+                    f"pretrain.sizes[{i}]: must be a named size ({', '.join(SIZES)}), got {size!r}"
+                )
+            names.append(size)
+        else:
+            names.append(size.name)
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        problems.append(f"pretrain.sizes: names must be unique, got duplicates {dupes}")
+    return problems
+
+
+def _check_transfer(transfer: TransferConfig, pretrain: PretrainConfig | None) -> list[str]:
+    problems = [
+        f"transfer.languages.{code}: key must be an ISO 639-1 code (two lowercase letters), got {code!r}"
+        for code in transfer.languages
+        if not LANGUAGE_CODE.match(code)
+    ]
+    if pretrain is None:
+        problems.append("transfer: needs a pretrain stage (pretrain or pretrain_from) for its model sizes")
+        return problems
+    known = [size_name(s) for s in pretrain.sizes]
+    for i, name in enumerate(transfer.sizes or []):
+        if name not in known:
+            problems.append(f"transfer.sizes[{i}]: must be one of the pretrain sizes {known}, got {name!r}")
+    if "finetune" in transfer.init and transfer.context != pretrain.context:
+        problems.append(
+            f"transfer.context: fine-tuning needs the pre-training context ({pretrain.context}), "
+            f"got {transfer.context}"
+        )
+    return problems
+
+
+def size_name(size: SizeEntry) -> str:
+    return size if isinstance(size, str) else size.name
+
+
+def resolve_size(size: SizeEntry) -> ModelShape:
+    if isinstance(size, str):
+        return SIZES[size]
+    return ModelShape(name=size.name, n_layer=size.n_layer, d_model=size.d_model)
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+
+def load_space(path: str | Path) -> Space:
+    """Read, validate and resolve one search-space file.
+
+    Raises:
+        ConfigError: the file is missing, empty, not YAML, or breaks any rule; the message lists every
+            problem, one per line, each with its dotted path.
+    """
+    path = Path(path)
+    raw = _read_yaml(path)
+    problems: list[str] = []
+    base = raw.get("pretrain_from")
+    if base is not None:
+        raw = _merge_pretrain_from(raw, path, problems)
+    try:
+        space = Space.model_validate(raw)
+    except ValidationError as exc:
+        problems += format_validation_error(exc)
+        raise ConfigError(_header(path, problems)) from None
+    if problems:
+        raise ConfigError(_header(path, problems))
+    return space.model_copy(update={"source": path})
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise ConfigError(f"{path}: file not found")
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, expected a YAML file")
+    text = path.read_text(encoding="utf-8")
+    if not text.strip():
+        raise ConfigError(f"{path}: file is empty")
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}: YAML syntax error at {where}: {problem}") from None
+    if raw is None:
+        raise ConfigError(f"{path}: file is empty (only comments)")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}")
+    return raw
+
+
+def _merge_pretrain_from(raw: dict[str, Any], path: Path, problems: list[str]) -> dict[str, Any]:
+    """Take the pre-training stage (and, unless given here, the tokenizer) from another space file."""
+    ref = raw["pretrain_from"]
+    if not isinstance(ref, str):
+        problems.append(f"pretrain_from: must be a path to a space file, got {ref!r}")
+        return raw
+    if "pretrain" in raw:
+        problems.append("pretrain_from: cannot be given together with pretrain")
+        return raw
+    try:
+        base = load_space(path.parent / ref)
+    except ConfigError as exc:
+        problems.append(f"pretrain_from: {ref} is not a valid space: {exc}")
+        return raw
+    if base.pretrain is None:
+        problems.append(f"pretrain_from: {ref} has no pretrain stage")
+        return raw
+    merged = dict(raw)
+    merged["pretrain"] = base.pretrain.model_dump(exclude_defaults=False)
+    # Pre-training runs where the space that defines it says (a 124M model on 26B tokens wants whole GPUs,
+    # not the fraction a fine-tuning run gets).
+    merged["pretrain"]["resources"] = (base.pretrain.resources or base.resources).model_dump()
+    merged.setdefault("tokenizer", base.tokenizer.model_dump(exclude_defaults=False))
+    return merged
+
+
+def _header(path: Path, problems: list[str]) -> str:
+    noun = "problem" if len(problems) == 1 else "problems"
+    return f"{path}: {len(problems)} {noun}\n" + "\n".join(f"  {p}" for p in problems)
+
+
+def format_validation_error(exc: ValidationError) -> list[str]:
+    """One line per pydantic error: `dotted.path[i]: rule, got value`."""
+    lines = []
+    for err in exc.errors():
+        loc = _dotted(err["loc"])
+        rule = _rule(err)
+        if err["type"] == "value_error":
+            # Our own rules (validators) already state the values they saw.
+            parts = [p.strip() for p in rule.split("; ")]
+            lines += [f"{loc}: {p}" if loc else p for p in parts]
+        elif err["type"] == "missing":
+            lines.append(f"{loc}: {rule}")
+        else:
+            lines.append(f"{loc}: {rule}, got {_show(err.get('input'))}")
+    return list(dict.fromkeys(lines))  # a union reports once per member; say it once
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        # pydantic adds the union member's type name to the path; it means nothing to a user.
+        if isinstance(part, str) and part in ("str", "SizeConfig", "tuple[float, float]"):
+            continue
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+# Fields typed float: a bad value there is "must be positive", not "must be a positive integer".
+_FLOAT_FIELDS = {"lr", "cpus_per_trial", "gpus_per_trial", "lr_range", "min_delta", "diverge_factor"}
+
+
+def _rule(err: Any) -> str:
+    kind, ctx = err["type"], err.get("ctx", {})
+    if kind == "greater_than":
+        field = next((p for p in reversed(err["loc"]) if isinstance(p, str)), "")
+        is_int = isinstance(err.get("input"), int) and field not in _FLOAT_FIELDS
+        if ctx.get("gt") == 0:
+            return "must be a positive integer" if is_int else "must be positive"
+        return f"must be > {ctx.get('gt')}"
+    messages = {
+        "greater_than_equal": f"must be >= {ctx.get('ge')}",
+        "less_than": f"must be < {ctx.get('lt')}",
+        "less_than_equal": f"must be <= {ctx.get('le')}",
+        "multiple_of": f"must be a multiple of {ctx.get('multiple_of')}",
+        "missing": "is required",
+        "extra_forbidden": "unknown key",
+        "int_type": "must be an integer",
+        "int_parsing": "must be an integer",
+        "int_from_float": "must be an integer",
+        "float_type": "must be a number",
+        "float_parsing": "must be a number",
+        "string_type": "must be a string",
+        "bool_type": "must be true or false",
+        "bool_parsing": "must be true or false",
+        "list_type": "must be a list",
+        "dict_type": "must be a mapping",
+        "model_type": "must be a mapping",
+        "tuple_type": "must be a list",
+        "too_short": f"must have at least {ctx.get('min_length')} item(s)",
+        "too_long": f"must have at most {ctx.get('max_length')} item(s)",
+        "literal_error": f"must be one of {ctx.get('expected')}",
+        "string_pattern_mismatch": f"must match {ctx.get('pattern')}",
+    }
+    if kind in messages:
+        return messages[kind]
+    return str(err["msg"]).removeprefix("Value error, ")
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

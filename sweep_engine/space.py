@@ -1,0 +1,258 @@
+"""Expand a validated `Space` into TrialSpecs, in a fixed order, with content-derived keys.
+
+Stage "pretrain": one English model per size. Stage "transfer": language x size x D_F x init x lr x schedule x
+seed. A fine-tuning trial names its pre-training trial by key (`init_from`), so the same English model is found
+by every language and every relaunch.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+from sweep_engine.config import (
+    CorpusConfig,
+    PretrainConfig,
+    ScheduleConfig,
+    Space,
+    StoppingConfig,
+    TrainingConfig,
+    TransferConfig,
+    resolve_size,
+    size_name,
+)
+from sweep_engine.spec import (
+    CorpusSpec,
+    DataSpec,
+    ModelShape,
+    ResourceSpec,
+    ScheduleSpec,
+    StoppingSpec,
+    TokenizerSpec,
+    TrialSpec,
+    content_hash,
+)
+
+# A bible corpus with no translation named reads the language's default one (see sweep_engine.data.corpora).
+
+
+def corpus_spec(corpus: CorpusConfig, language: str) -> CorpusSpec:
+    if corpus.builtin is not None:
+        kind = "bible"
+    elif corpus.path is not None:
+        kind = "text"
+    else:
+        kind = "hf"
+    return CorpusSpec(
+        kind=kind,  # type: ignore[arg-type]
+        language=language,
+        translations=tuple(corpus.translations),
+        part=corpus.part,
+        path=corpus.path,
+        name=corpus.hf,
+        config=corpus.hf_config,
+        split=corpus.split,
+        text_field=corpus.text_field,
+        max_chars=corpus.max_chars,
+        simplified=corpus.simplified,
+    )
+
+
+def tokenizer_spec(space: Space, language: str, language_corpus: CorpusSpec) -> TokenizerSpec:
+    """The shared English BPE (seed study), one BPE per language, or GPT-2 files."""
+    tok = space.tokenizer
+    if tok.kind == "files":
+        return TokenizerSpec(kind="files", vocab_file=tok.vocab_file, merges_file=tok.merges_file)
+    if tok.kind == "per_language":
+        return TokenizerSpec(kind="bpe", vocab_size=tok.vocab_size, corpus=language_corpus)
+    assert space.pretrain is not None  # validated: a shared BPE is trained on the pre-training corpus
+    corpus = tok.corpus or space.pretrain.corpus
+    return TokenizerSpec(
+        kind="bpe", vocab_size=tok.vocab_size, corpus=corpus_spec(corpus, space.pretrain.language)
+    )
+
+
+def _schedule(s: ScheduleConfig) -> ScheduleSpec:
+    return ScheduleSpec(kind=s.kind, warmup_steps=s.warmup_steps, decay_floor=s.decay_floor)
+
+
+def _stopping(s: StoppingConfig) -> StoppingSpec:
+    return StoppingSpec(
+        eval_interval_tokens=s.eval_interval_tokens,
+        token_cap=s.token_cap,
+        patience=s.patience,
+        min_delta=s.min_delta,
+        diverge_factor=s.diverge_factor,
+    )
+
+
+def _resources(space: Space, stage: str = "transfer") -> ResourceSpec:
+    r = space.resources
+    if stage == "pretrain" and space.pretrain and space.pretrain.resources:
+        r = space.pretrain.resources
+    return ResourceSpec(cpus=r.cpus_per_trial, gpus=r.gpus_per_trial, workers=r.workers_per_trial)
+
+
+def _data(stage: TrainingConfig, corpus: CorpusSpec, tokenizer: TokenizerSpec, d_f: int | None) -> DataSpec:
+    v = stage.validation
+    return DataSpec(
+        corpus=corpus,
+        tokenizer=tokenizer,
+        d_f=d_f,
+        val_size=v.size,
+        val_unit=v.unit,
+        split_seed=v.split_seed,
+    )
+
+
+def pretrain_trials(space: Space) -> list[TrialSpec]:
+    """One pre-training trial per size. Its key does not depend on which space asked for it."""
+    pre: PretrainConfig | None = space.pretrain
+    if pre is None:
+        return []
+    corpus = corpus_spec(pre.corpus, pre.language)
+    data = _data(pre, corpus, tokenizer_spec(space, pre.language, corpus), d_f=None)
+    return [
+        TrialSpec(
+            sweep=space.name,
+            stage="pretrain",
+            language=pre.language,
+            init="scratch",
+            model=resolve_size(size),
+            data=data,
+            context=pre.context,
+            batch_tokens=pre.batch_tokens,
+            micro_batch_tokens=pre.micro_batch_tokens,
+            lr=pre.lr,
+            weight_decay=pre.weight_decay,
+            schedule=_schedule(pre.schedule),
+            stopping=_stopping(pre.stopping),
+            seed=pre.seed,
+            resources=_resources(space, "pretrain"),
+        )
+        for size in pre.sizes
+    ]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """The unit the study reports: (language, size, D_F, init). Its trials sweep LR, schedule and seed."""
+
+    language: str
+    size: str
+    d_f: int
+    init: str
+
+
+def transfer_sizes(space: Space) -> list[ModelShape]:
+    assert space.pretrain is not None and space.transfer is not None
+    wanted = space.transfer.sizes
+    return [resolve_size(s) for s in space.pretrain.sizes if wanted is None or size_name(s) in wanted]
+
+
+def transfer_trials(space: Space, lrs: list[float] | None = None) -> list[TrialSpec]:
+    """The transfer grid: language x size x D_F x init x lr x schedule x seed, in that order.
+
+    Args:
+        space: a validated space.
+        lrs: override the LR axis (the Optuna search builds one trial at a time through `cell_trial`).
+    """
+    tr: TransferConfig | None = space.transfer
+    if tr is None:
+        return []
+    pretrain_keys = {t.model.name: t.key() for t in pretrain_trials(space)}
+    trials = []
+    for lang, size, d_f, init, lr, sched, seed in itertools.product(
+        tr.languages, transfer_sizes(space), tr.d_f, tr.init, lrs or tr.lr, tr.schedules, tr.seeds
+    ):
+        trials.append(
+            _transfer_trial(space, lang, size, d_f, init, lr, _schedule(sched), seed, pretrain_keys)
+        )
+    return trials
+
+
+def cell_trial(space: Space, cell: Cell, lr: float, schedule: ScheduleSpec, seed: int) -> TrialSpec:
+    """One trial of a cell with a sampled LR and schedule (the Optuna search path)."""
+    shape = next(s for s in transfer_sizes(space) if s.name == cell.size)
+    pretrain_keys = {t.model.name: t.key() for t in pretrain_trials(space)}
+    return _transfer_trial(
+        space, cell.language, shape, cell.d_f, cell.init, lr, schedule, seed, pretrain_keys
+    )
+
+
+def cells(space: Space) -> list[Cell]:
+    if space.transfer is None:
+        return []
+    tr = space.transfer
+    return [
+        Cell(lang, size.name, d_f, init)
+        for lang, size, d_f, init in itertools.product(tr.languages, transfer_sizes(space), tr.d_f, tr.init)
+    ]
+
+
+def _transfer_trial(
+    space: Space,
+    lang: str,
+    shape: ModelShape,
+    d_f: int,
+    init: str,
+    lr: float,
+    schedule: ScheduleSpec,
+    seed: int,
+    pretrain_keys: dict[str, str],
+) -> TrialSpec:
+    tr = space.transfer
+    assert tr is not None
+    corpus = corpus_spec(tr.languages[lang].corpus, lang)
+    data = _data(tr, corpus, tokenizer_spec(space, lang, corpus), d_f)
+    extra = tuple((name, corpus_spec(c, name)) for name, c in tr.extra_val.items())
+    data = DataSpec(**{**data.__dict__, "extra_val": extra})
+    return TrialSpec(
+        sweep=space.name,
+        stage="transfer",
+        language=lang,
+        init=init,  # type: ignore[arg-type]
+        model=shape,
+        data=data,
+        context=tr.context,
+        batch_tokens=tr.batch_tokens,
+        micro_batch_tokens=tr.micro_batch_tokens,
+        lr=lr,
+        weight_decay=tr.weight_decay,
+        schedule=schedule,
+        stopping=_stopping(tr.stopping),
+        seed=seed,
+        init_from=pretrain_keys[shape.name] if init == "finetune" else None,
+        resources=_resources(space),
+    )
+
+
+def expand(space: Space) -> list[TrialSpec]:
+    """Every trial of the space in a fixed order: pre-training first, then the transfer grid.
+
+    With `search.kind: optuna` the transfer trials are sampled during the sweep; this returns the grid of
+    `transfer.lr` x `transfer.schedules`, which that search does not use.
+    """
+    return pretrain_trials(space) + transfer_trials(space)
+
+
+def sweep_key(space: Space) -> str:
+    """Names the sweep by what it runs: the ordered trial keys (and the search settings)."""
+    return content_hash(
+        {"name": space.name, "trials": [t.key() for t in expand(space)], "search": space.search.model_dump()}
+    )
+
+
+def count_trials(space: Space) -> dict[str, int]:
+    """Trials per stage; for the transfer stage the product of the grid axes (or cells x Optuna budget)."""
+    n_pre = len(space.pretrain.sizes) if space.pretrain else 0
+    if space.transfer is None:
+        return {"pretrain": n_pre, "transfer": 0}
+    tr = space.transfer
+    n_cells = len(tr.languages) * len(transfer_sizes(space)) * len(tr.d_f) * len(tr.init)
+    per_cell = (
+        space.search.trials_per_cell or 0
+        if space.search.kind == "optuna"
+        else len(tr.lr) * len(tr.schedules) * len(tr.seeds)
+    )
+    return {"pretrain": n_pre, "transfer": n_cells * per_cell}

@@ -1,0 +1,245 @@
+"""The resolved, plain-data description of one trial, and what a trial returns.
+
+`config.py` validates a search-space file; `space.expand()` turns it into a list of `TrialSpec`s. Everything
+downstream (data, training loop, sweep, tracking, ledger) speaks only these frozen dataclasses, so the middle
+of the engine never sees YAML or pydantic. A spec's `key()` is a hash of its canonical JSON: the same spec
+always names the same checkpoint directory, ledger row and MLflow run (no timestamps anywhere).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+Stage = Literal["pretrain", "transfer"]
+Init = Literal["scratch", "finetune"]
+StopReason = Literal["overfit", "budget", "diverged", "plateau"]
+FailureReason = Literal["oom", "diverged", "config", "crash"]
+
+
+@dataclass(frozen=True)
+class CorpusSpec:
+    """Where a language's text comes from.
+
+    kind "bible": the built-in verse-aligned parallel Bible (see sweep_engine.data.corpora).
+    kind "text": a local .txt (one document per blank-line-separated paragraph), .jsonl or .parquet file.
+    kind "hf": a Hugging Face dataset name loaded through `datasets` (streamed).
+    """
+
+    kind: Literal["bible", "text", "hf"]
+    language: str  # ISO 639-1 code: en, zh, es, de, ...
+    translations: tuple[str, ...] = ()  # bible: translation ids, e.g. ("web", "kjv", "bbe")
+    part: Literal["ot", "nt", "all"] = "all"  # bible: Old Testament, New Testament or both
+    path: str | None = None  # text: local file
+    name: str | None = None  # hf: dataset name
+    config: str | None = None  # hf: dataset config
+    split: str = "train"  # hf: split
+    text_field: str = "text"  # jsonl / parquet / hf: column holding the text
+    max_chars: int | None = None  # read at most this many characters (large corpora)
+    simplified: bool = False  # zh: convert Traditional to Simplified characters
+
+
+@dataclass(frozen=True)
+class TokenizerSpec:
+    """Which tokenizer a trial uses. kind "bpe" trains a byte-level BPE on `corpus`; "files" loads GPT-2 style
+    vocab.json / merges.txt."""
+
+    kind: Literal["bpe", "files"]
+    vocab_size: int = 4096
+    corpus: CorpusSpec | None = None  # bpe: the corpus it is trained on
+    vocab_file: str | None = None
+    merges_file: str | None = None
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """The data of one trial: training text, tokenizer, exact training-set size, validation sets."""
+
+    corpus: CorpusSpec
+    tokenizer: TokenizerSpec
+    d_f: int | None  # exact number of unique training tokens; None = the whole corpus (pre-training)
+    val_size: int  # validation set size, in `val_unit`
+    val_unit: Literal["docs", "tokens"] = "docs"  # docs = verses for the Bible (same ids in every language)
+    split_seed: int = 0  # seeds the document order that fixes validation set and nested subsets
+    extra_val: tuple[tuple[str, CorpusSpec], ...] = ()  # named extra validation sets, e.g. (("en", ...),)
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """A GPT-2 shape. n_head = max(2, d_model // 64), d_ff = 4 d_model; vocab and context come from the data."""
+
+    name: str
+    n_layer: int
+    d_model: int
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """Linear warm-up, then decay to `decay_floor` x peak LR at the end of the token budget."""
+
+    kind: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_steps: int = 0
+    decay_floor: float = 0.1
+
+
+@dataclass(frozen=True)
+class StoppingSpec:
+    """When a run ends: at the overfitting point, at the token cap, or on divergence."""
+
+    eval_interval_tokens: int
+    token_cap: int  # also the horizon of the LR schedule
+    patience: int = 3  # evaluations without an improvement of at least min_delta
+    min_delta: float = 0.0
+    diverge_factor: float = 1.5  # loss above this multiple of the first evaluation = diverged
+
+
+@dataclass(frozen=True)
+class ResourceSpec:
+    cpus: float = 1.0
+    gpus: float = 0.0
+    workers: int = 1  # > 1: Ray Train TorchTrainer with DDP
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """One training run, fully resolved."""
+
+    sweep: str  # the space's name
+    stage: Stage
+    language: str
+    init: Init
+    model: ModelShape
+    data: DataSpec
+    context: int
+    batch_tokens: int  # tokens per optimizer step (all workers, all micro-batches)
+    lr: float
+    schedule: ScheduleSpec
+    stopping: StoppingSpec
+    seed: int = 0
+    weight_decay: float = 0.1
+    micro_batch_tokens: int | None = None  # None = whole batch at once; else gradient accumulation
+    init_from: str | None = None  # finetune: trial_key of the pre-training trial of the same size
+    resources: ResourceSpec = field(default_factory=ResourceSpec)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> TrialSpec:
+        return _trial_spec_from_dict(d)
+
+    def key(self) -> str:
+        """Hash of everything that changes the result. The sweep's name and the resources are left out: the
+        same run asked for by two spaces (the shared English pre-training) is one run, wherever it is placed."""
+        d = self.to_dict()
+        d.pop("sweep")
+        d.pop("resources")
+        return content_hash(d)
+
+
+def content_hash(obj: Any, length: int = 12) -> str:
+    """sha256 of canonical JSON (sorted keys, no whitespace); the first `length` hex digits."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=list)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def _corpus(d: dict[str, Any]) -> CorpusSpec:
+    return CorpusSpec(**{**d, "translations": tuple(d.get("translations", ()))})
+
+
+def _trial_spec_from_dict(d: dict[str, Any]) -> TrialSpec:
+    data = dict(d["data"])
+    tok = dict(data["tokenizer"])
+    tok["corpus"] = _corpus(tok["corpus"]) if tok.get("corpus") else None
+    data["tokenizer"] = TokenizerSpec(**tok)
+    data["corpus"] = _corpus(data["corpus"])
+    data["extra_val"] = tuple((name, _corpus(c)) for name, c in data.get("extra_val", ()))
+    return TrialSpec(
+        **{
+            **d,
+            "model": ModelShape(**d["model"]),
+            "data": DataSpec(**data),
+            "schedule": ScheduleSpec(**d["schedule"]),
+            "stopping": StoppingSpec(**d["stopping"]),
+            "resources": ResourceSpec(**d.get("resources", {})),
+        }
+    )
+
+
+@dataclass
+class TrialData:
+    """Token arrays one trial trains and evaluates on (built by sweep_engine.data.load_trial_data)."""
+
+    train: np.ndarray  # exactly d_f token ids (int32), in the nested-subset order
+    val: np.ndarray  # the fixed validation set of the trial's language
+    vocab_size: int
+    train_chars: int = 0  # characters behind `train` (for D in characters)
+    val_chars: int = 0  # characters behind `val` (for bits per character)
+    extra_val: dict[str, np.ndarray] = field(default_factory=dict)
+    extra_val_chars: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class EvalPoint:
+    """One evaluation on the validation curve."""
+
+    tokens: int  # training tokens seen so far
+    step: int
+    val_loss: float
+    train_loss: float | None = None
+    lr: float | None = None
+    extra_val_loss: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class TrialResult:
+    """Everything one finished run records (SCIENCE.md, 'Quantities')."""
+
+    n_params: int  # exact non-embedding parameters
+    n_params_estimate: int  # 12 n_layer d_model^2
+    d_f: int  # unique training tokens
+    d_f_chars: int
+    best_val_loss: float
+    tokens_at_best: int
+    tokens_seen: int
+    steps: int
+    flops: float  # 6 N tokens_seen
+    stop_reason: StopReason
+    wall_s: float
+    tokens_per_s: float
+    val_tokens_per_char: float  # tokens per character of the validation text
+    curve: list[EvalPoint]
+    zero_shot_loss: float | None = None  # finetune: before the first step
+    best_extra_val_loss: dict[str, float] = field(default_factory=dict)  # at the best step
+    zero_shot_extra_val_loss: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # e.g. "reinit_embeddings: ..." when vocabularies differ
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class Reporter(Protocol):
+    """How the training loop talks to the outside world (Ray Tune, MLflow, or a list in a test).
+
+    `report` is called after every evaluation with the metrics so far; `checkpoint_dir`, when given, is a
+    directory holding the resumable state just written (the sweep layer may hand it to Ray).
+    """
+
+    def report(self, metrics: dict[str, float], checkpoint_dir: str | None = None) -> None: ...
+
+
+class ListReporter:
+    """A Reporter that keeps every report in memory (tests, plain runs)."""
+
+    def __init__(self) -> None:
+        self.reports: list[dict[str, float]] = []
+        self.checkpoints: list[str | None] = []
+
+    def report(self, metrics: dict[str, float], checkpoint_dir: str | None = None) -> None:
+        self.reports.append(dict(metrics))
+        self.checkpoints.append(checkpoint_dir)

@@ -1,0 +1,198 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sweep_engine.config import load_space
+from sweep_engine.errors import ConfigError
+
+SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
+SHIPPED = sorted(SPACES.glob("*.yaml")) + sorted(SPACES.glob("paper/*.yaml"))
+
+
+def minimal() -> dict:
+    return {
+        "name": "t",
+        "pretrain": {
+            "corpus": {"builtin": "bible", "part": "ot"},
+            "sizes": ["xs"],
+            "context": 32,
+            "batch_tokens": 256,
+            "lr": 1e-3,
+            "stopping": {"eval_interval_tokens": 1024, "token_cap": 4096},
+        },
+        "transfer": {
+            "languages": {"de": {"corpus": {"builtin": "bible", "part": "nt"}}},
+            "d_f": [1000, 4000],
+            "lr": [1e-3],
+            "context": 32,
+            "batch_tokens": 256,
+            "stopping": {"eval_interval_tokens": 1024, "token_cap": 4096},
+        },
+    }
+
+
+def write(tmp_path: Path, data: object, name: str = "space.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
+    return path
+
+
+def errors_of(tmp_path: Path, data: object) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_space(write(tmp_path, data))
+    return str(info.value)
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(SPACES)))
+def test_every_shipped_space_validates(path: Path) -> None:
+    space = load_space(path)
+    assert space.name
+    assert space.pretrain is not None
+
+
+def test_shipped_spaces_cover_the_study() -> None:
+    names = {p.relative_to(SPACES).as_posix() for p in SHIPPED}
+    for lang in ("english", "chinese", "spanish", "german"):
+        assert f"{lang}.yaml" in names and f"paper/{lang}.yaml" in names
+
+
+def test_minimal_space_loads(tmp_path: Path) -> None:
+    space = load_space(write(tmp_path, minimal()))
+    assert space.transfer is not None and space.transfer.d_f == [1000, 4000]
+    assert space.results_dir == Path("results") / "t"
+    assert space.tracking_uri.startswith("sqlite:///") and space.tracking_uri.endswith("mlflow.db")
+
+
+def test_error_names_path_rule_and_value(tmp_path: Path) -> None:
+    data = minimal()
+    data["transfer"]["d_f"] = [1000, 4000, -5]
+    message = errors_of(tmp_path, data)
+    assert "transfer.d_f[2]: must be a positive integer, got -5" in message
+
+
+def test_every_error_is_reported_at_once(tmp_path: Path) -> None:
+    data = minimal()
+    data["transfer"]["lr"] = [0.0]
+    data["pretrain"]["context"] = "long"
+    data["resources"] = {"cpus_per_trial": -1}
+    message = errors_of(tmp_path, data)
+    assert "3 problems" in message
+    assert "transfer.lr[0]: must be positive, got 0.0" in message
+    assert "pretrain.context: must be an integer, got 'long'" in message
+    assert "resources.cpus_per_trial: must be positive, got -1" in message
+
+
+@pytest.mark.parametrize(
+    ("where", "key"),
+    [
+        ((), "colour"),
+        (("pretrain",), "learning_rate"),
+        (("pretrain", "stopping"), "patince"),
+        (("transfer", "languages", "de", "corpus"), "buitin"),
+    ],
+)
+def test_unknown_key_at_any_depth(tmp_path: Path, where: tuple[str, ...], key: str) -> None:
+    data = minimal()
+    node = data
+    for part in where:
+        node = node[part]
+    node[key] = 1
+    message = errors_of(tmp_path, data)
+    dotted = ".".join((*where, key))
+    assert f"{dotted}: unknown key" in message
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda d: d["transfer"].update(init=["scratch", "warm"]), "transfer.init[1]: must be one of"),
+        (lambda d: d["transfer"].update(d_f=[]), "transfer.d_f: must have at least 1 item(s)"),
+        (lambda d: d["transfer"].update(d_f=[10, 10]), "transfer.d_f: values must be unique"),
+        (lambda d: d["pretrain"].update(sizes=["huge"]), "pretrain.sizes[0]: must be a named size"),
+        (lambda d: d["pretrain"].update(batch_tokens=100), "batch_tokens must be a multiple of context"),
+        (lambda d: d["transfer"].update(context=64, batch_tokens=256), "transfer.context: fine-tuning needs"),
+        (lambda d: d["transfer"]["languages"].update(eng=d["transfer"]["languages"]["de"]), "ISO 639-1"),
+        (lambda d: d["pretrain"]["corpus"].update(path="x.txt"), "exactly one of builtin, path, hf"),
+        (lambda d: d.update(search={"kind": "optuna"}), "needs trials_per_cell and lr_range"),
+        (
+            lambda d: d.update(search={"kind": "optuna", "trials_per_cell": 2, "lr_range": [1, 0.1]}),
+            "low < high",
+        ),
+        (
+            lambda d: d["pretrain"].update(schedule={"decay_floor": 2}),
+            "pretrain.schedule.decay_floor: must be <= 1.0, got 2",
+        ),
+        (lambda d: d.update(resources={"gpus_per_trial": 1.5}), "whole number"),
+        (lambda d: d.update(tokenizer={"kind": "files"}), "needs both vocab_file and merges_file"),
+        (lambda d: d.pop("name"), "name: is required"),
+        (lambda d: d.update(name="Has Space"), "name: must match"),
+        (lambda d: d["transfer"].update(sizes=["m"]), "transfer.sizes[0]: must be one of the pretrain sizes"),
+    ],
+)
+def test_rules(tmp_path: Path, mutate, expected: str) -> None:
+    data = minimal()
+    mutate(data)
+    assert expected in errors_of(tmp_path, data)
+
+
+def test_explicit_size(tmp_path: Path) -> None:
+    data = minimal()
+    data["pretrain"]["sizes"] = [{"name": "tiny", "n_layer": 1, "d_model": 64}]
+    data["transfer"]["sizes"] = ["tiny"]
+    space = load_space(write(tmp_path, data))
+    assert space.pretrain is not None
+
+
+def test_explicit_size_rule(tmp_path: Path) -> None:
+    data = minimal()
+    data["pretrain"]["sizes"] = [{"name": "tiny", "n_layer": 0, "d_model": 100}]
+    message = errors_of(tmp_path, data)
+    assert "pretrain.sizes[0].n_layer: must be a positive integer, got 0" in message
+    assert "pretrain.sizes[0].d_model: must be a multiple of 64, got 100" in message
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: t\npretrain:\n  sizes: [xs\n  lr: 1\n")
+    with pytest.raises(ConfigError, match=r"YAML syntax error at line \d+"):
+        load_space(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("", "file is empty"), ("# nothing\n", "file is empty"), ("- a\n- b\n", "top level must be a mapping")],
+)
+def test_empty_or_wrong_shape(tmp_path: Path, text: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        load_space(write(tmp_path, text))
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="file not found"):
+        load_space(tmp_path / "nope.yaml")
+
+
+def test_pretrain_from_shares_the_stage(tmp_path: Path) -> None:
+    base = minimal()
+    del base["transfer"]
+    base["name"] = "base"
+    base["resources"] = {"cpus_per_trial": 2}
+    write(tmp_path, base, "base.yaml")
+    child = minimal()
+    del child["pretrain"]
+    child["pretrain_from"] = "base.yaml"
+    space = load_space(write(tmp_path, child))
+    assert space.pretrain is not None and space.pretrain.sizes == ["xs"]
+    assert space.pretrain.resources is not None and space.pretrain.resources.cpus_per_trial == 2
+
+
+def test_pretrain_from_errors(tmp_path: Path) -> None:
+    child = minimal()
+    child["pretrain_from"] = "missing.yaml"
+    message = errors_of(tmp_path, child)
+    assert "pretrain_from: cannot be given together with pretrain" in message
+    del child["pretrain"]
+    message = errors_of(tmp_path, child)
+    assert "pretrain_from: missing.yaml is not a valid space" in message and "file not found" in message

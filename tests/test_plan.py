@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from sweep_engine.config import load_space
+from sweep_engine.plan import make_plan
+from sweep_engine.shapes import non_embedding_params
+from sweep_engine.space import count_trials, expand
+
+SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
+
+
+def test_paper_plan_counts_and_flops() -> None:
+    space = load_space(SPACES / "paper" / "chinese.yaml")
+    plan = {s.stage: s for s in make_plan(space).stages}
+    assert plan["transfer"].trials == count_trials(space)["transfer"] == 1 * 6 * 6 * 2 * 3 * 1 * 1
+    assert plan["pretrain"].trials == 6
+    # Pre-training six sizes (3.3M..124M, ~300M in all) on 26B tokens: 6 N D ~ 4.7e19 FLOPs.
+    assert 1e19 < plan["pretrain"].flops < 1e20
+    # 216 transfer runs of at most 15M tokens: ~1e18.
+    assert 1e17 < plan["transfer"].flops < 1e19
+    assert plan["transfer"].tokens == 216 * 15_000_000
+
+
+def test_plan_sums_six_n_tokens(tmp_path: Path) -> None:
+    space = load_space(SPACES / "chinese.yaml")
+    stages = {s.stage: s for s in make_plan(space).stages}
+    expected = sum(
+        6 * non_embedding_params(t.model) * t.stopping.token_cap
+        for t in expand(space)
+        if t.stage == "transfer"
+    )
+    assert stages["transfer"].flops == expected
+    assert stages["transfer"].est_hours > 0
+
+
+def test_measured_throughput_changes_estimate() -> None:
+    space = load_space(SPACES / "english.yaml")
+    slow = make_plan(space, {"xs": 100.0, "s": 100.0, "m": 100.0}).stages[0]
+    fast = make_plan(space, {"xs": 1e6, "s": 1e6, "m": 1e6}).stages[0]
+    assert slow.est_hours > 100 * fast.est_hours
