@@ -93,7 +93,7 @@ class TokenizerConfig(Strict):
     then re-initialises the embeddings). `files`: GPT-2 style vocab.json + merges.txt."""
 
     kind: Literal["bpe", "per_language", "files"] = "bpe"
-    vocab_size: Annotated[int, Field(ge=256, le=1_000_000)] = 4096
+    vocab_size: Annotated[int, Field(ge=257, le=1_000_000)] = 4096  # 256 bytes + end-of-text
     corpus: CorpusConfig | None = None
     vocab_file: str | None = None
     merges_file: str | None = None

@@ -26,16 +26,19 @@ LAPTOP_SIZES = {
 }
 
 # The seed study's sizes (Kim 2021), named by their non-embedding count. d_model is a multiple of 64 so that
-# n_head = d_model / 64; 12 n_layer d_model^2 lands within 5% of the published count.
+# n_head = d_model / 64, d_model / n_layer stays in Kaplan's flat range (50..110), and 12 n_layer d_model^2
+# lands within 5% of the published count. GPT-2 small (12 x 768) is here for reference: its famous "124M"
+# includes 39M embedding parameters; its N is 85M.
 PAPER_SIZES = {
     s.name: s
     for s in (
         _shape("3.3M", 4, 256),  # 3.15M
         _shape("16M", 5, 512),  # 15.7M
         _shape("39M", 8, 640),  # 39.3M
-        _shape("51M", 13, 576),  # 51.8M
+        _shape("51M", 10, 640),  # 49.2M
         _shape("70M", 10, 768),  # 70.8M
-        _shape("124M", 15, 832),  # 124.6M
+        _shape("124M", 10, 1024),  # 125.8M
+        _shape("gpt2-small", 12, 768),  # 84.9M
     )
 }
 

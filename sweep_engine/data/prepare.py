@@ -1,0 +1,261 @@
+"""A trial's token arrays, built once per content and reused by every trial and every sweep.
+
+Three cache levels under `cache_dir`, each named by a content hash (cache.build_once makes them safe to
+build from several processes at once):
+
+    tokenizers/<tok>.json                     the tokenizer
+    tokens/<corpus>-<tok>/                    every unit of a corpus tokenized once (any split, any seed)
+    splits/<split>-val/, splits/<split>-train/ a validation set, and the whole training sequence in its seeded
+                                              order; a trial's D_F tokens are a prefix of the latter
+
+so the first trial of a sweep tokenizes, and every later trial only reads a tokenizer and two .npy files.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from sweep_engine.data import cache, corpora, subsets
+from sweep_engine.data.tokenizer import encode_documents, eot_id, load_tokenizer_with_key, tokenizer_key
+from sweep_engine.errors import DataError
+from sweep_engine.spec import CorpusSpec, DataSpec, TrialData, content_hash
+
+FORMAT = 1  # bump when a cache layout or rule changes
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def load_trial_data(data: DataSpec, cache_dir: Path, progress: Progress | None = None) -> TrialData:
+    """The tokenizer's vocab size, the training prefix of exactly `data.d_f` tokens, and validation sets.
+
+    Args:
+        data: the trial's data spec.
+        cache_dir: root of the data caches (shared by all trials and sweeps).
+        progress: called with a short description of each build step (none on a cache hit).
+
+    Returns:
+        TrialData with int32 token arrays; characters behind each.
+
+    Raises:
+        DataError: a corpus cannot be read, or the sizes asked for do not fit the corpus.
+    """
+    cache_dir = Path(cache_dir)
+    say = progress or _quiet
+    tok, tok_key = load_tokenizer_with_key(data.tokenizer, cache_dir, say)
+    split = Split(data.corpus, tok, tok_key, data.val_size, data.val_unit, data.split_seed, cache_dir, say)
+    val, val_chars = split.validation()
+    full, doc_ends, doc_chars = split.training()
+    d_f = subsets.check_d_f(data.d_f, len(full), f"corpus {corpora.describe(data.corpus)}")
+    train = full[:d_f]
+
+    def decoded_chars(start: int, stop: int) -> int:
+        # A cut can split a multi-byte character: its incomplete bytes decode to U+FFFD and are not counted.
+        return len(tok.decode(full[start:stop].tolist()).rstrip("\ufffd"))
+
+    train_chars = subsets.prefix_chars(doc_ends, doc_chars, d_f, decoded_chars)
+    extra: dict[str, np.ndarray] = {}
+    extra_chars: dict[str, int] = {}
+    for name, corpus in data.extra_val:
+        extra[name], extra_chars[name] = Split(
+            corpus, tok, tok_key, data.val_size, data.val_unit, data.split_seed, cache_dir, say
+        ).validation()
+    return TrialData(
+        train=train,
+        val=val,
+        vocab_size=tok.get_vocab_size(),
+        train_chars=train_chars,
+        val_chars=val_chars,
+        extra_val=extra,
+        extra_val_chars=extra_chars,
+    )
+
+
+@dataclass
+class Split:
+    """One corpus under one tokenizer, split by (val_size, val_unit, split_seed)."""
+
+    corpus: CorpusSpec
+    tok: Tokenizer
+    tok_key: str
+    val_size: int
+    val_unit: str
+    seed: int
+    cache_dir: Path
+    say: Progress
+
+    def __post_init__(self) -> None:
+        self.corpus_key = content_hash(
+            {"corpus": corpora.fingerprint(self.corpus), "tok": self.tok_key, "v": FORMAT}
+        )
+        self.key = content_hash(
+            {"tokens": self.corpus_key, "size": self.val_size, "unit": self.val_unit, "seed": self.seed}
+        )
+
+    def validation(self) -> tuple[np.ndarray, int]:
+        """(tokens, characters) of the validation set."""
+        path = cache.build_once(self.cache_dir / "splits" / f"{self.key}-val", self._build_val)
+        return cache.load_array(path / "tokens.npy"), int(cache.read_json(path / "meta.json")["chars"])
+
+    def training(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(tokens, doc_ends, doc_chars) of the whole training sequence."""
+        path = cache.build_once(self.cache_dir / "splits" / f"{self.key}-train", self._build_train)
+        tokens, doc_ends, doc_chars = (
+            cache.load_array(path / f"{n}.npy") for n in ("tokens", "doc_ends", "doc_chars")
+        )
+        return tokens, doc_ends, doc_chars
+
+    def units(self) -> tuple[subsets.Units, np.ndarray]:
+        """The tokenized corpus and its hold-out candidates (built on first use)."""
+        path = cache.build_once(self.cache_dir / "tokens" / self.corpus_key, self._build_units)
+        meta = cache.read_json(path / "meta.json")
+        n = int(meta["tokens"])
+        tokens = (
+            np.memmap(path / "tokens.bin", dtype=meta["dtype"], mode="r", shape=(n,))
+            if n
+            else np.zeros(0, np.int32)
+        )
+        arrays = {
+            k: cache.load_array(path / f"{k}.npy")
+            for k in ("offsets", "chars", "groups", "keys", "candidates")
+        }
+        units = subsets.Units(tokens, arrays["offsets"], arrays["chars"], arrays["groups"], arrays["keys"])
+        return units, arrays["candidates"]
+
+    def _held(self, units: subsets.Units, candidates: np.ndarray) -> np.ndarray:
+        key_tokens = subsets.tokens_per_key(units, candidates) if self.val_unit == "tokens" else None
+        return subsets.choose_validation(candidates, self.val_size, self.val_unit, self.seed, key_tokens)
+
+    def _separators(self) -> tuple[int, int]:
+        sep = self.tok.encode("\n", add_special_tokens=False).ids
+        if len(sep) != 1:
+            raise DataError(f"the tokenizer must encode a newline as one token, but it gives {sep}")
+        return sep[0], eot_id(self.tok)
+
+    def _build_val(self, out: Path) -> None:
+        units, candidates = self.units()
+        self.say(f"validation set of {corpora.describe(self.corpus)}")
+        layout = subsets.lay_out(
+            units, subsets.validation_order(units, self._held(units, candidates)), *self._separators()
+        )
+        out.mkdir()
+        cache.save_array(out / "tokens.npy", layout.tokens)
+        cache.write_json(
+            out / "meta.json", {"chars": int(layout.doc_chars[-1]), "docs": len(layout.doc_ends)}
+        )
+
+    def _build_train(self, out: Path) -> None:
+        units, candidates = self.units()
+        self.say(f"training sequence of {corpora.describe(self.corpus)}")
+        order = subsets.training_order(units, self._held(units, candidates), self.seed)
+        layout = subsets.lay_out(units, order, *self._separators())
+        out.mkdir()
+        cache.save_array(out / "tokens.npy", layout.tokens)
+        cache.save_array(out / "doc_ends.npy", layout.doc_ends)
+        cache.save_array(out / "doc_chars.npy", layout.doc_chars)
+
+    def _build_units(self, out: Path) -> None:
+        self.say(f"tokenizing {corpora.describe(self.corpus)}")
+        out.mkdir()
+        dtype = np.uint16 if self.tok.get_vocab_size() <= 1 << 16 else np.int32
+        lengths, chars, groups, keys = [], [], [], []
+        with (out / "tokens.bin").open("wb") as f:
+            for batch in corpora.iter_unit_batches(self.corpus):
+                ids, n = encode_documents(self.tok, batch.texts)
+                f.write(ids.astype(dtype).tobytes())
+                lengths.append(n)
+                chars.append(np.fromiter(map(len, batch.texts), dtype=np.int64, count=len(batch.texts)))
+                groups.append(batch.groups)
+                keys.append(batch.keys)
+        if not lengths:
+            raise DataError(f"corpus {corpora.describe(self.corpus)} has no text")
+        offsets = np.concatenate([[0], np.cumsum(np.concatenate(lengths))]).astype(np.int64)
+        all_keys = np.concatenate(keys)
+        cache.save_array(out / "offsets.npy", offsets)
+        cache.save_array(out / "chars.npy", np.concatenate(chars))
+        cache.save_array(out / "groups.npy", np.concatenate(groups))
+        cache.save_array(out / "keys.npy", all_keys)
+        cache.save_array(out / "candidates.npy", corpora.holdout_candidates(self.corpus, all_keys))
+        total_chars = int(sum(int(c.sum()) for c in chars))
+        cache.write_json(
+            out / "meta.json",
+            {
+                "dtype": np.dtype(dtype).name,
+                "tokens": int(offsets[-1]),
+                "chars": total_chars,
+                "units": len(all_keys),
+            },
+        )
+
+
+def corpus_token_stats(corpus: CorpusSpec, tok: Tokenizer, tok_key: str, cache_dir: Path) -> tuple[int, int]:
+    """(tokens, characters) of a whole corpus under a tokenizer, from the token cache (built if needed)."""
+    split = Split(corpus, tok, tok_key, 1, "docs", 0, Path(cache_dir), _quiet)
+    path = cache.build_once(split.cache_dir / "tokens" / split.corpus_key, split._build_units)
+    meta = cache.read_json(path / "meta.json")
+    return int(meta["tokens"]), int(meta["chars"])
+
+
+@dataclass(frozen=True)
+class TokenReport:
+    """Tokens per character of one corpus under one tokenizer."""
+
+    tokenizer: str  # the tokenizer's cache key
+    corpus: str
+    language: str
+    tokens: int
+    chars: int
+
+    @property
+    def tokens_per_char(self) -> float:
+        return self.tokens / self.chars
+
+
+def prepare_data(
+    data_specs: list[DataSpec], cache_dir: Path, progress: Callable[[int, int, str], None] | None = None
+) -> list[TokenReport]:
+    """Build every tokenizer and cache the given trials need, so that training starts at once.
+
+    Args:
+        data_specs: the trials' data specs (duplicates are built once).
+        cache_dir: root of the data caches.
+        progress: called as progress(done, total, message).
+
+    Returns:
+        Tokens per character of every corpus (training and extra validation) under each tokenizer used.
+    """
+    unique = list(dict.fromkeys(data_specs))
+    # Check every corpus and tokenizer first: an unreachable one fails before anything is built.
+    corpus_set: dict[CorpusSpec, None] = {}
+    for d in unique:
+        corpus_set.update(dict.fromkeys([d.corpus, *(c for _, c in d.extra_val)]))
+        if d.tokenizer.corpus is not None:
+            corpus_set[d.tokenizer.corpus] = None
+    for c in corpus_set:
+        corpora.check_corpus(c)
+    for d in unique:
+        tokenizer_key(d.tokenizer)
+
+    def report(done: int, msg: str) -> None:
+        if progress is not None:
+            progress(done, len(unique), msg)
+
+    seen: dict[tuple[str, CorpusSpec], TokenReport] = {}
+    for i, d in enumerate(unique):
+        report(i, f"{corpora.describe(d.corpus)}, d_f={d.d_f}")
+        load_trial_data(d, cache_dir, progress=functools.partial(report, i))
+        tok, tok_key = load_tokenizer_with_key(d.tokenizer, cache_dir)
+        for c in [d.corpus, *(c for _, c in d.extra_val)]:
+            if (tok_key, c) not in seen:
+                n_tok, n_chars = corpus_token_stats(c, tok, tok_key, cache_dir)
+                seen[tok_key, c] = TokenReport(tok_key, corpora.describe(c), c.language, n_tok, n_chars)
+    report(len(unique), "done")
+    return list(seen.values())

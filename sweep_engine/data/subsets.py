@@ -1,0 +1,189 @@
+"""Validation sets and nested training subsets, as pure functions of a tokenized corpus and a seed.
+
+A corpus is a sequence of units (verses, or documents) grouped into documents (chapters, or the documents
+themselves); each unit has a hold-out key (verse id, or document index).
+
+- Validation: the units whose key is among the first keys of a seeded permutation of the candidate keys
+  (`val_unit` "docs": `val_size` keys; "tokens": keys until the validation array holds >= `val_size` tokens).
+  For the Bible the candidates are the verse ids every language has, so the same ids are held out everywhere.
+- Training: every other unit. Documents are laid out in a second seeded permutation, the units of a document
+  joined by a separator token (newline) and each document followed by end-of-text. A training set of D_F
+  tokens is the first D_F tokens of that one sequence, so every smaller subset is a prefix of every larger one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from sweep_engine.errors import DataError
+
+# Units are gathered in chunks of about this many tokens, so a paper-scale corpus never needs an index array
+# the size of the whole corpus in memory.
+CHUNK_TOKENS = 1 << 23
+
+
+@dataclass
+class Units:
+    """A tokenized corpus: unit i has tokens `tokens[offsets[i]:offsets[i + 1]]` and `chars[i]` characters."""
+
+    tokens: np.ndarray  # flat token ids (uint16 or int32)
+    offsets: np.ndarray  # int64, len n + 1
+    chars: np.ndarray  # int64
+    groups: np.ndarray  # int64: document of each unit; a document's units are consecutive
+    keys: np.ndarray  # int64: hold-out key
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+
+def _rng(seed: int, stream: int) -> np.random.Generator:
+    # Separate streams for the validation draw and the training order: changing val_size leaves the
+    # training document order as it was.
+    return np.random.default_rng([stream, seed])
+
+
+def choose_validation(
+    candidates: np.ndarray,
+    val_size: int,
+    unit: str,
+    seed: int,
+    key_tokens: np.ndarray | None = None,
+) -> np.ndarray:
+    """The held-out keys: a prefix of a seeded permutation of `candidates` (sorted result).
+
+    Args:
+        candidates: sorted keys that may be held out.
+        val_size: how many keys ("docs") or tokens ("tokens").
+        unit: "docs" or "tokens".
+        seed: the split seed.
+        key_tokens: "tokens" only: tokens each candidate key adds to the validation array.
+
+    Raises:
+        DataError: val_size is not positive or larger than the corpus allows.
+    """
+    if val_size <= 0:
+        raise DataError(f"val_size > 0 must hold, but got {val_size}")
+    perm = _rng(seed, 0).permutation(len(candidates))
+    if unit == "docs":
+        if val_size >= len(candidates):
+            raise DataError(
+                f"val_size < number of documents that may be held out must hold (training needs the rest), "
+                f"but got val_size={val_size}, documents={len(candidates)}"
+            )
+        return np.sort(candidates[perm[:val_size]])
+    if unit == "tokens":
+        if key_tokens is None:
+            raise ValueError("key_tokens is required when unit == 'tokens'")
+        cum = np.cumsum(key_tokens[perm])
+        k = int(np.searchsorted(cum, val_size, side="left")) + 1  # first prefix with >= val_size tokens
+        if k >= len(candidates):
+            total = int(cum[-1]) if len(cum) else 0
+            raise DataError(
+                f"a validation set of val_size={val_size} tokens must leave training documents, but the "
+                f"{len(candidates)} documents that may be held out have {total} tokens"
+            )
+        return np.sort(candidates[perm[:k]])
+    raise DataError(f"val_unit must be 'docs' or 'tokens', but got {unit!r}")
+
+
+def tokens_per_key(units: Units, candidates: np.ndarray) -> np.ndarray:
+    """Tokens each candidate key adds to a validation array: its units' tokens + 1 separator or end-of-text."""
+    idx = np.searchsorted(candidates, units.keys)
+    idx = np.clip(idx, 0, max(len(candidates) - 1, 0))
+    hit = candidates[idx] == units.keys if len(candidates) else np.zeros(len(units.keys), bool)
+    return np.bincount(idx[hit], weights=(units.lengths + 1)[hit], minlength=len(candidates)).astype(np.int64)
+
+
+def training_order(units: Units, held: np.ndarray, seed: int) -> np.ndarray:
+    """Indices of the training units in layout order: documents in a seeded order, units in source order."""
+    docs, doc_of_unit = np.unique(units.groups, return_inverse=True)
+    rank = np.empty(len(docs), dtype=np.int64)
+    rank[_rng(seed, 1).permutation(len(docs))] = np.arange(len(docs))
+    train = np.flatnonzero(~np.isin(units.keys, held))
+    return train[np.lexsort((train, rank[doc_of_unit[train]]))]
+
+
+def validation_order(units: Units, held: np.ndarray) -> np.ndarray:
+    """Indices of the held-out units in source order (held-out verses of a chapter stay together)."""
+    return np.flatnonzero(np.isin(units.keys, held))
+
+
+@dataclass
+class Layout:
+    """One token sequence of documents: `tokens`, with `doc_ends[j]` the end of document j (after its
+    end-of-text) and `doc_chars[j]` the characters of documents 0..j (cumulative)."""
+
+    tokens: np.ndarray  # int32
+    doc_ends: np.ndarray  # int64, cumulative
+    doc_chars: np.ndarray  # int64, cumulative
+
+
+def lay_out(units: Units, order: np.ndarray, sep: int, eot: int, sep_chars: int = 1) -> Layout:
+    """Concatenate units in `order`: a separator between units of one document, end-of-text after each
+    document. A document's characters are its units' characters plus `sep_chars` per separator."""
+    if len(order) == 0:
+        return Layout(np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.int64))
+    groups = units.groups[order]
+    last = np.ones(len(order), dtype=bool)
+    last[:-1] = groups[1:] != groups[:-1]  # the unit ends its document
+    seg = units.lengths[order] + 1  # tokens + one trailing separator or end-of-text
+    ends = np.cumsum(seg)
+    out = np.empty(int(ends[-1]), dtype=np.int32)
+    # Gather in chunks of units so the index arrays stay small.
+    lo = 0
+    while lo < len(order):
+        start = int(ends[lo - 1]) if lo else 0
+        hi = int(np.searchsorted(ends, start + CHUNK_TOKENS, side="right"))
+        hi = max(hi, lo + 1)
+        _gather(
+            units, order[lo:hi], seg[lo:hi], np.where(last[lo:hi], eot, sep), out[start : int(ends[hi - 1])]
+        )
+        lo = hi
+    unit_chars = units.chars[order] + np.where(last, 0, sep_chars)
+    doc_idx = np.flatnonzero(last)
+    return Layout(
+        tokens=out, doc_ends=ends[doc_idx].astype(np.int64), doc_chars=np.cumsum(unit_chars)[doc_idx]
+    )
+
+
+def _gather(units: Units, order: np.ndarray, seg: np.ndarray, trailer: np.ndarray, out: np.ndarray) -> None:
+    starts = np.cumsum(seg) - seg
+    unit_of_pos = np.repeat(np.arange(len(order)), seg)
+    within = np.arange(len(out)) - starts[unit_of_pos]
+    body = within < (seg - 1)[unit_of_pos]
+    src = units.offsets[order][unit_of_pos] + within
+    out[body] = units.tokens[src[body]]
+    out[~body] = trailer[unit_of_pos[~body]]
+
+
+def prefix_chars(
+    doc_ends: np.ndarray, doc_chars: np.ndarray, n: int, decoded_chars: Callable[[int, int], int]
+) -> int:
+    """Characters behind the first `n` tokens of a layout: whole documents, plus the characters of the
+    decoded prefix of the document that is cut (`decoded_chars(start, n)` decodes tokens[start:n])."""
+    j = int(np.searchsorted(doc_ends, n, side="right"))  # documents entirely inside the prefix
+    whole = int(doc_chars[j - 1]) if j else 0
+    start = int(doc_ends[j - 1]) if j else 0
+    return whole + (decoded_chars(start, n) if n > start else 0)
+
+
+def check_d_f(d_f: int | None, available: int, what: str) -> int:
+    """The exact training size: d_f itself, or everything when d_f is None.
+
+    Raises:
+        DataError: d_f is not positive or exceeds the training tokens available.
+    """
+    if d_f is None:
+        return available
+    if d_f <= 0:
+        raise DataError(f"d_f > 0 must hold, but got d_f={d_f}")
+    if d_f > available:
+        raise DataError(
+            f"d_f <= training tokens available must hold (training sets are exact prefixes of the non-validation "
+            f"documents), but got d_f={d_f}, available={available} in {what}"
+        )
+    return d_f
