@@ -24,8 +24,8 @@ demo: $(STAMP)
 	$(BIN)/sweep-engine plan search_spaces/paper/chinese.yaml
 
 lint: $(STAMP)
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+	$(BIN)/ruff check sweep_engine tests benchmarks
+	$(BIN)/ruff format --check sweep_engine tests benchmarks
 	$(BIN)/mypy sweep_engine
 
 test: lint
