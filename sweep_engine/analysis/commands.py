@@ -1,0 +1,129 @@
+"""The `analyze` and `fit` commands, as plain functions typed for Typer.
+
+The CLI registers them with `app.command("analyze")(analyze_cmd)` and `app.command("fit")(fit_cmd)`. Bad input
+(a missing file or column, an unknown law, too few points) prints one line naming the field and the rule to
+stderr and exits with code 2; anything else that escapes is a runtime failure (exit 1).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from sweep_engine.errors import UserError
+
+
+def resolve_results_dir(path: Path) -> Path:
+    """A results directory or ledger file as given; a space file (.yaml / .yml) becomes its results directory.
+
+    Raises:
+        UserError: the space file is invalid (ConfigError).
+    """
+    path = Path(path)
+    if path.suffix in (".yaml", ".yml"):
+        from sweep_engine.config import load_space
+
+        return Path(load_space(path).results_dir)
+    return path
+
+
+@contextmanager
+def _bad_input() -> Iterator[None]:
+    try:
+        yield
+    except UserError as exc:
+        msg = str(exc).strip().replace("\n", "; ")
+        typer.echo(f"error: {msg}", err=True)
+        raise typer.Exit(2) from None
+
+
+def analyze_cmd(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Space files (.yaml), results directories (with trials.parquet) or ledger files."
+        ),
+    ],
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Report directory (default: <dir>/report, or <parent>/report-<names>)."),
+    ] = None,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, help="Bootstrap resamples.")] = 200,
+    seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 0,
+) -> None:
+    """Analyse one or several sweeps (several = one cross-language report): report.md, report.html, figures."""
+    from sweep_engine.analysis.report import analyze
+
+    with _bad_input():
+        results = [resolve_results_dir(p) for p in paths]
+        summary = analyze(results, out, bootstrap=bootstrap, seed=seed)
+    if json_out:
+        typer.echo(json.dumps(summary, indent=1))
+        return
+    typer.echo(
+        f"report: {summary['report_dir']}/report.md (and report.html, {len(summary['figures'])} figures)"
+    )
+    for row in summary["comparison"]:
+        typer.echo(
+            f"  {row['language']}: transfer rank {row['transfer_rank']}, median D_F/D_E {_g(row['median_fraction'])}, "
+            f"law k={_g(row['k'])} alpha={_g(row['alpha'])} beta={_g(row['beta'])} (D in characters)"
+        )
+
+
+def fit_cmd(
+    law: Annotated[str, typer.Argument(help="chinchilla, kaplan, power, rectified, overtrain or transfer.")],
+    input_csv: Annotated[Path, typer.Argument(metavar="INPUT.csv", help="CSV with one row per point.")],
+    n: Annotated[str | None, typer.Option("--n", help="N column (default: n or n_params).")] = None,
+    d: Annotated[str | None, typer.Option("--d", help="D column (default: d or d_f).")] = None,
+    compute: Annotated[str | None, typer.Option("--compute", help="Compute column; D = C / (6 N).")] = None,
+    loss: Annotated[str | None, typer.Option("--loss", help="Loss column (default: loss).")] = None,
+    dt: Annotated[
+        str | None, typer.Option("--dt", help="Transfer law target D_T (default: dt or d_t).")
+    ] = None,
+    by: Annotated[str | None, typer.Option("--by", help="Fit each value of this column separately.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, help="Bootstrap resamples.")] = 200,
+    seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 0,
+    holdout_largest: Annotated[
+        bool, typer.Option("--holdout-largest", help="Fit without the largest N and score the fit on it.")
+    ] = False,
+    delta: Annotated[
+        float | None, typer.Option("--delta", help="Huber threshold on log loss (default 1e-3; rectified 1).")
+    ] = None,
+) -> None:
+    """Fit a scaling law to your own CSV, with bootstrap confidence intervals."""
+    from sweep_engine.analysis.userfit import describe, fit_csv
+
+    with _bad_input():
+        results = fit_csv(
+            law,
+            input_csv,
+            n=n,
+            d=d,
+            compute=compute,
+            loss=loss,
+            dt=dt,
+            by=by,
+            bootstrap=bootstrap,
+            seed=seed,
+            holdout_largest=holdout_largest,
+            delta=delta,
+        )
+    if json_out:
+        typer.echo(json.dumps(results if by is not None else results[0], indent=1))
+        return
+    for res in results:
+        typer.echo(describe(res))
+
+
+def _g(v: Any) -> str:
+    return "nan" if v is None else f"{v:.3g}"
+
+
+COMMANDS: dict[str, Callable[..., None]] = {"analyze": analyze_cmd, "fit": fit_cmd}
