@@ -104,6 +104,26 @@ def _hours(h: float) -> str:
     return f"{h / 24:.1f} days"
 
 
+# The other stages' commands live beside their stage; each imports its heavy libraries (Ray, MLflow, torch,
+# matplotlib) only inside the command, so `validate` and `plan` stay fast.
+from sweep_engine.analysis.commands import analyze_cmd, fit_cmd  # noqa: E402
+from sweep_engine.data.commands import corpora_cmd, prepare_cmd  # noqa: E402
+from sweep_engine.sweep_commands import launch_cmd, resume_cmd, status_cmd, ui_cmd  # noqa: E402
+
+app.command("launch")(launch_cmd)
+app.command("resume")(resume_cmd)
+app.command("status")(status_cmd)
+app.command("ui")(ui_cmd)
+app.command("analyze")(analyze_cmd)
+app.command("fit")(fit_cmd)
+app.command("corpora")(corpora_cmd)
+data_app = typer.Typer(
+    help="Prepare the data a sweep needs (tokenizers, token caches).", no_args_is_help=True
+)
+data_app.command("prepare")(prepare_cmd)
+app.add_typer(data_app, name="data")
+
+
 def main() -> None:
     app()
 

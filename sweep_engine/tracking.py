@@ -1,0 +1,300 @@
+"""Experiment tracking: one parent run per sweep stage, one child run per trial (the only module importing mlflow).
+
+The sweep driver is the single writer of every run (trial processes never talk to MLflow), so a SQLite store never
+sees two writers from one sweep; calls still retry on "database is locked" for two sweeps sharing one store.
+A run is found again by its tags (`trial_key`, or `sweep_key` + `stage` for a parent), never created twice, so a
+relaunch continues the same runs. `InMemoryTracker` has the same interface for unit tests (Levanter's pattern).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+RUNNING, FINISHED, FAILED, KILLED = "RUNNING", "FINISHED", "FAILED", "KILLED"
+PARENT = "parent"  # tag run_kind of a stage's parent run
+TRIAL = "trial"  # tag run_kind of a trial's run
+
+T = TypeVar("T")
+
+
+@dataclass
+class RunRecord:
+    """What the driver needs to know about one run."""
+
+    run_id: str
+    status: str
+    tags: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+
+
+class Tracker(Protocol):
+    """Where runs, their parameters, tags and metrics go."""
+
+    def parent_run(self, stage: str, sweep_key: str, tags: Mapping[str, str]) -> str:
+        """The stage's parent run (created once, found again by sweep_key + stage), set RUNNING."""
+        ...
+
+    def trial_run(
+        self, parent_id: str, trial_key: str, params: Mapping[str, str], tags: Mapping[str, str]
+    ) -> str:
+        """The trial's run under `parent_id` (created once, found again by trial_key), set RUNNING."""
+        ...
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None: ...
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None: ...
+
+    def end_run(self, run_id: str, status: str) -> None:
+        """Set a terminal status: FINISHED, FAILED or KILLED."""
+        ...
+
+    def runs(self, kind: str | None = None) -> list[RunRecord]:
+        """Every run of the experiment (of one `run_kind` when given)."""
+        ...
+
+    def logged_steps(self, run_id: str, metric: str) -> set[int]:
+        """The steps logged for `metric` (so a relaunch logs each curve point once)."""
+        ...
+
+
+def flatten(obj: Any, prefix: str = "") -> dict[str, str]:
+    """Nested dicts/lists as `{"a.b": "1", "c.0.d": "x"}`: MLflow params are flat strings."""
+    out: dict[str, str] = {}
+    if isinstance(obj, Mapping):
+        for key, value in obj.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+    elif isinstance(obj, (list, tuple)) and any(isinstance(v, (Mapping, list, tuple)) for v in obj):
+        for i, value in enumerate(obj):
+            out.update(flatten(value, f"{prefix}{i}."))
+    else:
+        out[prefix.rstrip(".")] = str(list(obj) if isinstance(obj, tuple) else obj)
+    return out
+
+
+def reconcile_running(tracker: Tracker) -> list[str]:
+    """Mark runs a killed driver left RUNNING as KILLED; returns their ids. Call before a sweep starts."""
+    stale = [r.run_id for r in tracker.runs() if r.status == RUNNING]
+    for run_id in stale:
+        tracker.end_run(run_id, KILLED)
+    return stale
+
+
+# ------------------------------------------------------------------------------------------------- in memory
+
+
+@dataclass
+class _MemRun:
+    record: RunRecord
+    metrics: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+
+
+class InMemoryTracker:
+    """A Tracker that keeps everything in dicts (unit tests, dry runs)."""
+
+    def __init__(self) -> None:
+        self._runs: dict[str, _MemRun] = {}
+
+    def _find(self, **tags: str) -> RunRecord | None:
+        for run in self._runs.values():
+            if all(run.record.tags.get(k) == v for k, v in tags.items()):
+                return run.record
+        return None
+
+    def _create(self, tags: Mapping[str, str], params: Mapping[str, str]) -> str:
+        run_id = uuid.uuid4().hex
+        self._runs[run_id] = _MemRun(RunRecord(run_id, RUNNING, dict(tags), dict(params)))
+        return run_id
+
+    def parent_run(self, stage: str, sweep_key: str, tags: Mapping[str, str]) -> str:
+        found = self._find(run_kind=PARENT, sweep_key=sweep_key, stage=stage)
+        if found is None:
+            return self._create({**tags, "run_kind": PARENT, "sweep_key": sweep_key, "stage": stage}, {})
+        found.status = RUNNING
+        found.tags.update(tags)
+        return found.run_id
+
+    def trial_run(
+        self, parent_id: str, trial_key: str, params: Mapping[str, str], tags: Mapping[str, str]
+    ) -> str:
+        found = self._find(run_kind=TRIAL, trial_key=trial_key)
+        all_tags = {**tags, "run_kind": TRIAL, "trial_key": trial_key, "mlflow.parentRunId": parent_id}
+        if found is None:
+            return self._create(all_tags, params)
+        found.status = RUNNING
+        found.tags.update(all_tags)
+        return found.run_id
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
+        for key, value in metrics.items():
+            self._runs[run_id].metrics.setdefault(key, []).append((step, float(value)))
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        self._runs[run_id].record.tags.update({k: str(v) for k, v in tags.items()})
+
+    def end_run(self, run_id: str, status: str) -> None:
+        self._runs[run_id].record.status = status
+
+    def runs(self, kind: str | None = None) -> list[RunRecord]:
+        return [
+            r.record for r in self._runs.values() if kind is None or r.record.tags.get("run_kind") == kind
+        ]
+
+    def logged_steps(self, run_id: str, metric: str) -> set[int]:
+        return {step for step, _ in self._runs[run_id].metrics.get(metric, [])}
+
+    def metric_history(self, run_id: str, metric: str) -> list[tuple[int, float]]:
+        """(step, value) pairs in logging order (tests)."""
+        return list(self._runs[run_id].metrics.get(metric, []))
+
+
+# ------------------------------------------------------------------------------------------------- MLflow
+
+
+def _retry_locked(call: Callable[[], T], attempts: int = 8) -> T:
+    """Retry a store call while SQLite reports a lock (another sweep writing the same file)."""
+    for i in range(attempts):
+        try:
+            return call()
+        except Exception as exc:
+            if "locked" not in str(exc).lower() or i == attempts - 1:
+                raise
+            time.sleep(0.1 * 2**i)
+    raise AssertionError("unreachable")
+
+
+class MlflowTracker:
+    """A Tracker on an MLflow tracking store (SQLite file, server URL, ...), one experiment per sweep."""
+
+    def __init__(self, uri: str, experiment: str, *, create: bool = True) -> None:
+        """Open the store at `uri` and the experiment `experiment`.
+
+        Raises:
+            LookupError: `create` is False and the experiment does not exist.
+        """
+        # Alembic and MLflow log every schema migration at INFO when a SQLite store is created.
+        for name in ("alembic", "mlflow.store.db.utils"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        from mlflow.tracking import MlflowClient
+
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+        exp = _retry_locked(lambda: self.client.get_experiment_by_name(experiment))
+        if exp is None:
+            if not create:
+                raise LookupError(f"no MLflow experiment {experiment!r} in {uri}")
+            self.experiment_id = _retry_locked(lambda: self.client.create_experiment(experiment))
+        else:
+            if exp.lifecycle_stage == "deleted":
+                _retry_locked(lambda: self.client.restore_experiment(exp.experiment_id))
+            self.experiment_id = exp.experiment_id
+
+    def _search(self, filter_string: str) -> list[Any]:
+        runs: list[Any] = []
+        token = None
+        while True:
+
+            def search(token: str | None = token) -> Any:
+                return self.client.search_runs(
+                    [self.experiment_id], filter_string, max_results=1000, page_token=token
+                )
+
+            page = _retry_locked(search)
+            runs += list(page)
+            token = page.token
+            if not token:
+                return runs
+
+    def _reopen(self, run: Any, tags: Mapping[str, str]) -> str:
+        run_id: str = run.info.run_id
+        _retry_locked(lambda: self.client.update_run(run_id, status=RUNNING))
+        self.set_tags(run_id, tags)
+        return run_id
+
+    def parent_run(self, stage: str, sweep_key: str, tags: Mapping[str, str]) -> str:
+        found = self._search(
+            f"tags.run_kind = '{PARENT}' and tags.sweep_key = '{sweep_key}' and tags.stage = '{stage}'"
+        )
+        all_tags = {**tags, "run_kind": PARENT, "sweep_key": sweep_key, "stage": stage}
+        if found:
+            return self._reopen(found[0], all_tags)
+        run = _retry_locked(
+            lambda: self.client.create_run(self.experiment_id, tags=all_tags, run_name=f"{stage}-{sweep_key}")
+        )
+        return str(run.info.run_id)
+
+    def trial_run(
+        self, parent_id: str, trial_key: str, params: Mapping[str, str], tags: Mapping[str, str]
+    ) -> str:
+        from mlflow.entities import Param
+
+        found = self._search(f"tags.run_kind = '{TRIAL}' and tags.trial_key = '{trial_key}'")
+        all_tags = {**tags, "run_kind": TRIAL, "trial_key": trial_key, "mlflow.parentRunId": parent_id}
+        name = all_tags.pop("mlflow.runName", trial_key)
+        if found:
+            return self._reopen(found[0], all_tags)
+        run = _retry_locked(lambda: self.client.create_run(self.experiment_id, tags=all_tags, run_name=name))
+        run_id: str = run.info.run_id
+        items = [Param(k, v[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+            chunk = items[i : i + 100]
+            _retry_locked(lambda chunk=chunk: self.client.log_batch(run_id, params=chunk))  # type: ignore[misc]
+        return run_id
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, int(step)) for k, v in metrics.items()]
+        if items:
+            _retry_locked(lambda: self.client.log_batch(run_id, metrics=items))
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, str(v)[:5000]) for k, v in tags.items()]
+        if items:
+            _retry_locked(lambda: self.client.log_batch(run_id, tags=items))
+
+    def end_run(self, run_id: str, status: str) -> None:
+        _retry_locked(lambda: self.client.set_terminated(run_id, status))
+
+    def runs(self, kind: str | None = None) -> list[RunRecord]:
+        found = self._search(f"tags.run_kind = '{kind}'" if kind else "")
+        return [
+            RunRecord(r.info.run_id, r.info.status, dict(r.data.tags), dict(r.data.params)) for r in found
+        ]
+
+    def logged_steps(self, run_id: str, metric: str) -> set[int]:
+        history = _retry_locked(lambda: self.client.get_metric_history(run_id, metric))
+        return {int(m.step) for m in history}
+
+    def metric_history(self, run_id: str, metric: str) -> list[tuple[int, float]]:
+        """(step, value) pairs of one metric (tests, status)."""
+        history = _retry_locked(lambda: self.client.get_metric_history(run_id, metric))
+        return [(m.step, m.value) for m in history]
+
+
+def open_tracker(uri: str, experiment: str) -> MlflowTracker:
+    """The MLflow tracker of a sweep (creates the experiment, and a SQLite store, when missing)."""
+    return MlflowTracker(uri, experiment)
+
+
+def existing_tracker(uri: str, experiment: str) -> MlflowTracker | None:
+    """The tracker when its store and experiment exist already (read-only callers must not create a store)."""
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        return None
+    try:
+        return MlflowTracker(uri, experiment, create=False)
+    except LookupError:
+        return None
+
+
+def terminal(statuses: Iterable[str]) -> bool:
+    """True when no status is RUNNING (or SCHEDULED)."""
+    return all(s in (FINISHED, FAILED, KILLED) for s in statuses)
