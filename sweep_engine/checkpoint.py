@@ -25,11 +25,10 @@ from transformers import PreTrainedModel
 
 from sweep_engine.data.batches import BatchSource
 from sweep_engine.errors import ConfigError
-from sweep_engine.spec import EvalPoint, StopReason, TrialResult
+from sweep_engine.spec import RESULT_FILE, EvalPoint, StopReason, TrialResult, read_result
 
 BEST_DIR = "best"
 STATE_FILE = "state.pt"
-RESULT_FILE = "result.json"
 SPEC_FILE = "trial_spec.json"
 
 
@@ -107,24 +106,8 @@ def write_result(workdir: Path, result: TrialResult) -> None:
     (workdir / STATE_FILE).unlink(missing_ok=True)
 
 
-def result_from_dict(d: dict[str, Any]) -> TrialResult:
-    """Rebuild a TrialResult from `TrialResult.to_dict()` output."""
-    return TrialResult(**{**d, "curve": [EvalPoint(**p) for p in d["curve"]]})
-
-
-def load_result(workdir: Path) -> TrialResult | None:
-    """The finished result in workdir/result.json, or None when the trial has not finished.
-
-    Args:
-        workdir: The trial's working directory.
-
-    Returns:
-        The TrialResult, or None.
-    """
-    path = Path(workdir) / RESULT_FILE
-    if not path.exists():
-        return None
-    return result_from_dict(json.loads(path.read_text()))
+# The finished result in workdir/result.json, or None (defined in spec.py, where torch-free readers find it).
+load_result = read_result
 
 
 @dataclass

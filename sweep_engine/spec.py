@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -221,6 +222,25 @@ class TrialResult:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> TrialResult:
+        """Rebuild a TrialResult from `to_dict()` output (e.g. a trial's result.json)."""
+        return TrialResult(**{**d, "curve": [EvalPoint(**p) for p in d["curve"]]})
+
+
+RESULT_FILE = "result.json"  # in a trial's workdir: present = the trial finished
+
+
+def read_result(workdir: str | Path) -> TrialResult | None:
+    """The finished result in workdir/result.json, or None when the trial has not finished.
+
+    Kept here, away from torch, so that the sweep driver can read results without importing it.
+    """
+    path = Path(workdir) / RESULT_FILE
+    if not path.exists():
+        return None
+    return TrialResult.from_dict(json.loads(path.read_text()))
 
 
 class Reporter(Protocol):

@@ -29,7 +29,7 @@ from ray.tune.search import Searcher
 from sweep_engine.config import Space
 from sweep_engine.ledger import FAILED, FINISHED
 from sweep_engine.space import expand, pretrain_trials, transfer_trials
-from sweep_engine.spec import TrialSpec
+from sweep_engine.spec import TrialResult, TrialSpec
 from sweep_engine.sweep_driver import SweepDriver, SweepSummary
 from sweep_engine.sweep_faults import FAULTS_ENV, parse_faults
 from sweep_engine.sweep_jobs import (
@@ -42,7 +42,6 @@ from sweep_engine.sweep_jobs import (
     TrialEvents,
     TrialJob,
     read_failure,
-    result_from_dict,
 )
 from sweep_engine.sweep_train import trial_entry
 from sweep_engine.tracking import Tracker, open_tracker
@@ -266,7 +265,7 @@ class _Bridge(tune.Callback):
         key, last = _trial_name(trial), trial.last_result or {}
         node = {k: str(last[k]) for k in ("node_id", "node_ip") if k in last}
         if last.get("final"):
-            result = result_from_dict(json.loads(last["result"]))
+            result = TrialResult.from_dict(json.loads(last["result"]))
             self.events.ended(Outcome(key, FINISHED, result=result, info=node))
         elif last.get("failed"):
             reason, error = str(last.get("failure_reason", "crash")), str(last.get("error", ""))

@@ -22,11 +22,10 @@ from typing import TYPE_CHECKING, Any, Literal
 from sweep_engine.config import Space
 from sweep_engine.ledger import FAILED, FINISHED, Ledger
 from sweep_engine.space import pretrain_trials, sweep_key, transfer_trials
-from sweep_engine.spec import TrialSpec
+from sweep_engine.spec import RESULT_FILE, TrialSpec, read_result
 from sweep_engine.sweep_jobs import (
     DONE,
     KILLED,
-    RESULT_FILE,
     Executor,
     NoProgress,
     Outcome,
@@ -34,7 +33,6 @@ from sweep_engine.sweep_jobs import (
     SweepPaths,
     TrialJob,
     driver_lock,
-    read_result,
 )
 from sweep_engine.sweep_record import Recorder
 from sweep_engine.tracking import Tracker

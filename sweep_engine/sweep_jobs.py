@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from sweep_engine.errors import UserError
-from sweep_engine.spec import EvalPoint, TrialResult, TrialSpec
+from sweep_engine.spec import TrialResult, TrialSpec
 from sweep_engine.sweep_faults import (
     DETERMINISTIC,
     Fault,
@@ -33,7 +33,6 @@ from sweep_engine.tracking import FAILED, FINISHED, KILLED
 if TYPE_CHECKING:  # trial processes import this module: keep pydantic and pandas out of them
     from sweep_engine.config import Space
 
-RESULT_FILE = "result.json"
 STATE_FILE = "state.pt"
 FAILURE_FILE = "failure.json"
 DONE: Literal["FINISHED"] = "FINISHED"  # JobSource.next_job's "nothing more will come"
@@ -75,19 +74,6 @@ class SweepPaths:
     def init_dir(self, spec: TrialSpec) -> Path | None:
         """A fine-tuning trial starts from its pre-training trial's best model."""
         return self.checkpoints_dir / spec.init_from / "best" if spec.init_from else None
-
-
-def result_from_dict(d: dict[str, Any]) -> TrialResult:
-    """Rebuild a TrialResult from `TrialResult.to_dict()`."""
-    return TrialResult(**{**d, "curve": [EvalPoint(**p) for p in d["curve"]]})
-
-
-def read_result(workdir: Path) -> TrialResult | None:
-    """The finished result in `workdir`, or None (train.load_result's twin, without importing torch)."""
-    path = Path(workdir) / RESULT_FILE
-    if not path.exists():
-        return None
-    return result_from_dict(json.loads(path.read_text()))
 
 
 def read_failure(workdir: Path) -> dict[str, str] | None:

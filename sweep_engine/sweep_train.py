@@ -23,7 +23,7 @@ from typing import Any
 import ray
 from ray import tune
 
-from sweep_engine.spec import TrialResult, TrialSpec
+from sweep_engine.spec import TrialResult, TrialSpec, read_result
 from sweep_engine.sweep_faults import (
     DETERMINISTIC,
     Fault,
@@ -32,7 +32,7 @@ from sweep_engine.sweep_faults import (
     fault_for,
     parse_faults,
 )
-from sweep_engine.sweep_jobs import FAILURE_FILE, read_result, trial_lock
+from sweep_engine.sweep_jobs import FAILURE_FILE, trial_lock
 
 
 def trial_entry(config: dict[str, Any]) -> None:

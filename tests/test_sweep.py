@@ -24,7 +24,7 @@ from sweep_engine.config import Space, load_space
 from sweep_engine.errors import ConfigError
 from sweep_engine.ledger import COLUMNS, read_ledger
 from sweep_engine.space import cells, expand, pretrain_trials, transfer_trials
-from sweep_engine.spec import EvalPoint, TrialResult, TrialSpec
+from sweep_engine.spec import EvalPoint, TrialResult, TrialSpec, read_result
 from sweep_engine.sweep_driver import SweepDriver, SweepSummary
 from sweep_engine.sweep_faults import InjectedFault, failure_reason, parse_faults
 from sweep_engine.sweep_jobs import (
@@ -32,7 +32,6 @@ from sweep_engine.sweep_jobs import (
     SweepBusy,
     SweepPaths,
     driver_lock,
-    read_result,
     trial_lock,
 )
 from sweep_engine.tracking import FAILED, FINISHED, KILLED, PARENT, RUNNING, TRIAL, InMemoryTracker

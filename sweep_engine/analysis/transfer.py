@@ -3,7 +3,9 @@
 Per language and size N, the from-scratch curve L_s(N, D) is the power law E + B / D^beta fitted to the scratch
 cells (or, with fewer than four points, a monotone log-log interpolation, flagged). D_E solves
 L_s(N, D_E) = L_ft(N, D_F); it is flagged `extrapolated` when it falls outside the scratch data's D range and
-`below_asymptote` (and left NaN) when the fine-tuned loss is at or below the scratch curve's E. The law
+`below_asymptote` (and left NaN) when the fine-tuned loss is at or below the scratch curve's E. Each D_E (and
+so D_T and D_F / D_E) gets a 95% interval from the scratch fit's bootstrap: every resample's curve is inverted
+at the same fine-tuned loss, and the interval is the percentiles of those D_E. The law
 D_T = k D_F^alpha N^beta is fitted per language on the low-data cells (D_F <= 10% of D(N), the data at which
 the scratch loss is within 1% of E).
 
@@ -22,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sweep_engine.analysis.fit import FitResult, fit_groups
+from sweep_engine.analysis.fit import CI_LEVEL, FitResult, fit_groups
 
 LOW_DATA_FRACTION = 0.1  # D_F <= 10% of D(N) (Hernandez et al. 2021)
 CONVERGED_WITHIN = 0.01  # D(N): scratch loss within 1% of its infinite-data value E
@@ -81,6 +83,40 @@ class ScratchCurve:
             return math.nan, True, True
         d_e = math.exp(log_d)
         return d_e, not (lo <= d_e <= hi), False
+
+    def d_interval(self, loss: float, level: float = CI_LEVEL) -> tuple[float, float]:
+        """Percentile interval of D_E at `loss` over the scratch fit's bootstrap resamples.
+
+        Each resample's curve E_r + B_r / D^beta_r is inverted at the same loss. A resample whose asymptote
+        E_r lies at or above the loss never reaches it: its D_E counts as infinite (the interval opens upward)
+        rather than being dropped, which would make the interval look tighter than the data allow.
+
+        Args:
+            loss: the fine-tuned loss, in the curve's unit.
+            level: interval level in percent.
+
+        Returns:
+            (low, high) in the curve's D unit; NaN for an interpolated curve or a fit without bootstrap.
+        """
+        fit = self.fit
+        if fit is None or fit.n_bootstrap == 0 or len(fit.boot_theta) == 0 or not math.isfinite(loss):
+            return math.nan, math.nan
+        params = fit.law_obj.to_params(fit.boot_theta)
+        names = list(fit.law_obj.names)
+        e, b, beta = (params[:, names.index(k)] for k in ("E", "B", "beta"))
+        ok = np.isfinite(e) & np.isfinite(b) & np.isfinite(beta) & (beta > 0)
+        if not ok.any():
+            return math.nan, math.nan
+        e, b, beta = e[ok], b[ok], beta[ok]
+        gap = loss - e
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            d_e = np.where(gap > 0, (b / np.where(gap > 0, gap, 1.0)) ** (1.0 / beta), np.inf)
+        # Order statistics ("lower"/"higher"), not interpolation: an infinite resample must give an infinite
+        # end, not inf - inf = NaN.
+        tail = (100.0 - level) / 2
+        lo = float(np.percentile(d_e, tail, method="lower"))
+        hi = float(np.percentile(d_e, 100.0 - tail, method="higher"))
+        return lo, hi
 
     def _monotone(self) -> tuple[np.ndarray, np.ndarray]:
         """log D and log loss of the points where the running minimum of the loss strictly falls."""
@@ -187,17 +223,22 @@ def _scratch_curves(
 
 
 def _transfer_table(ft: pd.DataFrame, curves: dict[float, ScratchCurve], basis: str) -> pd.DataFrame:
-    """One row per fine-tuned cell: D_E, D_T, D_F / D_E (tokens and characters) with their flags."""
+    """One row per fine-tuned cell: D_E, D_T, D_F / D_E (tokens and characters) with their flags and 95%
+    bootstrap intervals (`*_lo`, `*_hi`; NaN where the scratch curve is interpolated or not bootstrapped)."""
     dcol, lcol = _columns(basis)
     rows: list[dict[str, Any]] = []
     for _, c in ft.iterrows():
         curve = curves.get(float(c["n_params"]))
         cpt = c["d_f_chars"] / c["d_f"] if pd.notna(c["d_f_chars"]) else math.nan  # characters per token
-        d_e = math.nan
+        d_e = lo = hi = math.nan
         extrapolated = below = False
         if curve is not None and pd.notna(c[lcol]):
             d_e, extrapolated, below = curve.d_for(float(c[lcol]))
-        d_e_tok, d_e_chr = (d_e, d_e * cpt) if basis == "tokens" else (d_e / cpt, d_e)
+            lo, hi = curve.d_interval(float(c[lcol]))
+        # The inversion's unit first, then the other one through the training text's characters per token.
+        scale_tok, scale_chr = (1.0, cpt) if basis == "tokens" else (1.0 / cpt, 1.0)
+        d_e_tok, d_e_chr = d_e * scale_tok, d_e * scale_chr
+        d_f, d_f_chr = float(c["d_f"]), float(c["d_f_chars"])
         d_99 = curve.d_99 if curve is not None else math.nan
         d_99_tok = d_99 if basis == "tokens" else d_99 / cpt
         low = c["d_f"] <= LOW_DATA_FRACTION * d_99_tok if math.isfinite(d_99_tok) else None
@@ -215,10 +256,21 @@ def _transfer_table(ft: pd.DataFrame, curves: dict[float, ScratchCurve], basis: 
                 "lr": c.get("lr"),
                 "schedule_kind": c.get("schedule_kind"),
                 "d_e": d_e_tok,
+                "d_e_lo": lo * scale_tok,
+                "d_e_hi": hi * scale_tok,
                 "d_e_chars": d_e_chr,
-                "d_t": d_e_tok - float(c["d_f"]),
-                "d_t_chars": d_e_chr - float(c["d_f_chars"]),
-                "fraction": float(c["d_f"]) / d_e_tok if d_e_tok > 0 else math.nan,
+                "d_e_chars_lo": lo * scale_chr,
+                "d_e_chars_hi": hi * scale_chr,
+                "d_t": d_e_tok - d_f,
+                "d_t_lo": lo * scale_tok - d_f,
+                "d_t_hi": hi * scale_tok - d_f,
+                "d_t_chars": d_e_chr - d_f_chr,
+                "d_t_chars_lo": lo * scale_chr - d_f_chr,
+                "d_t_chars_hi": hi * scale_chr - d_f_chr,
+                "fraction": d_f / d_e_tok if d_e_tok > 0 else math.nan,
+                # D_F / D_E falls as D_E grows: its low end comes from D_E's high end.
+                "fraction_lo": d_f / (hi * scale_tok) if hi > 0 else math.nan,
+                "fraction_hi": d_f / (lo * scale_tok) if lo > 0 else math.nan,
                 "extrapolated": bool(extrapolated),
                 "below_asymptote": bool(below),
                 "no_scratch": curve is None,

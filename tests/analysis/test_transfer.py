@@ -133,3 +133,31 @@ def test_different_tokenizers_switch_the_inversion_to_bits_per_character(cells: 
     lt = analyze_transfer(c, bootstrap=0).languages["de"]
     assert lt.basis == "chars"
     np.testing.assert_allclose(lt.table["d_e"], base["d_e"], rtol=0.1)
+
+
+def test_d_t_intervals_cover_the_estimate_and_shrink_with_less_noise() -> None:
+    def widths(noise: float) -> pd.DataFrame:
+        t = analyze_transfer(best_cells(make_ledger("de", noise=noise, seed=1)), bootstrap=60, seed=0)
+        return t.languages["de"].table
+
+    noisy, clean = widths(0.002), widths(0.0005)
+    for t in (noisy, clean):
+        assert np.isfinite(t[["d_e_lo", "d_e_hi", "d_t_lo", "d_t_hi"]].to_numpy()).all()
+        assert ((t["d_e_lo"] <= t["d_e"]) & (t["d_e"] <= t["d_e_hi"])).all()
+        assert ((t["d_t_lo"] <= t["d_t"]) & (t["d_t"] <= t["d_t_hi"])).all()
+        assert ((t["fraction_lo"] <= t["fraction"]) & (t["fraction"] <= t["fraction_hi"])).all()
+        # D_T = D_E - D_F and the same interval in characters (4 characters per token here).
+        np.testing.assert_allclose(t["d_t_hi"], t["d_e_hi"] - t["d_f"])
+        np.testing.assert_allclose(t["d_t_chars_lo"], 4.0 * t["d_e_lo"] - t["d_f_chars"])
+        assert t["extrapolated"].sum() == 3  # the flags are kept alongside the intervals
+    width = {n: np.median(np.log(t["d_e_hi"] / t["d_e_lo"])) for n, t in (("noisy", noisy), ("clean", clean))}
+    assert width["clean"] < 0.5 * width["noisy"]
+
+
+def test_no_bootstrap_or_interpolated_curve_gives_no_interval(cells: pd.DataFrame) -> None:
+    t = analyze_transfer(cells[cells["language"] == "de"], bootstrap=0).languages["de"].table
+    assert t["d_t_lo"].isna().all() and t["d_t_hi"].isna().all()
+    # Three scratch points per size: an interpolated curve, which has no resamples to invert.
+    few = cells[(cells["language"] == "de") & ~((cells["init"] == "scratch") & cells["d_f"].isin([1e4, 1e8]))]
+    t = analyze_transfer(few, bootstrap=20).languages["de"].table
+    assert t["d_e"].notna().all() and t["d_e_lo"].isna().all() and t["d_e_hi"].isna().all()
