@@ -76,6 +76,9 @@ class StoppingConfig(Strict):
     patience: PosInt = 3
     min_delta: Annotated[float, Field(ge=0)] = 0.0
     diverge_factor: Annotated[float, Field(gt=1)] = 1.5
+    # Evaluate at least every this many epochs of the D_F tokens (never more often than once a step): a run on
+    # 1,000 tokens overfits within a few dozen epochs, long before a fixed interval sized for the largest D_F.
+    eval_interval_epochs: PosFloat | None = None
 
 
 class ValidationConfig(Strict):

@@ -76,9 +76,12 @@ def _schedule(s: ScheduleConfig) -> ScheduleSpec:
     return ScheduleSpec(kind=s.kind, warmup_steps=s.warmup_steps, decay_floor=s.decay_floor)
 
 
-def _stopping(s: StoppingConfig) -> StoppingSpec:
+def _stopping(s: StoppingConfig, d_f: int | None = None, batch_tokens: int = 0) -> StoppingSpec:
+    interval = s.eval_interval_tokens
+    if s.eval_interval_epochs is not None and d_f is not None:
+        interval = min(interval, max(batch_tokens, round(s.eval_interval_epochs * d_f)))
     return StoppingSpec(
-        eval_interval_tokens=s.eval_interval_tokens,
+        eval_interval_tokens=interval,
         token_cap=s.token_cap,
         patience=s.patience,
         min_delta=s.min_delta,
@@ -220,7 +223,7 @@ def _transfer_trial(
         lr=lr,
         weight_decay=tr.weight_decay,
         schedule=schedule,
-        stopping=_stopping(tr.stopping),
+        stopping=_stopping(tr.stopping, d_f, tr.batch_tokens),
         seed=seed,
         init_from=pretrain_keys[shape.name] if init == "finetune" else None,
         resources=_resources(space),

@@ -2,10 +2,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from sweep_engine.config import load_space
-from sweep_engine.plan import make_plan
+from sweep_engine.plan import calibrate, make_plan
 from sweep_engine.shapes import non_embedding_params
 from sweep_engine.space import count_trials, expand
+from tests.test_config import minimal, write
 
 SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
 
@@ -39,3 +42,16 @@ def test_measured_throughput_changes_estimate() -> None:
     slow = make_plan(space, {"xs": 100.0, "s": 100.0, "m": 100.0}).stages[0]
     fast = make_plan(space, {"xs": 1e6, "s": 1e6, "m": 1e6}).stages[0]
     assert slow.est_hours > 100 * fast.est_hours
+
+
+@pytest.mark.slow
+def test_calibrate_measures_each_shape(tmp_path: Path) -> None:
+    """--calibrate runs real training steps of each size here and feeds their tokens/s to the estimate."""
+    space = load_space(write(tmp_path, minimal()))
+    measured = calibrate(space, seconds_per_shape=0.3)
+    assert set(measured) == {"xs"} and measured["xs"] > 100
+    plan = make_plan(space, measured)
+    assert plan.throughput_source.startswith("calibrated")
+    pre = plan.stages[0]
+    expected_s = space.pretrain.stopping.token_cap / measured["xs"]
+    assert pre.est_hours * 3600 == pytest.approx(expected_s, rel=1e-6)

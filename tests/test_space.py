@@ -87,3 +87,17 @@ def test_optuna_counts_budget_per_cell(tmp_path: Path) -> None:
 
 def test_minimal_helper_is_valid_yaml(tmp_path: Path) -> None:
     assert yaml.safe_load(write(tmp_path, minimal()).read_text())["name"] == "t"
+
+
+def test_eval_interval_scales_with_small_d_f(tmp_path: Path) -> None:
+    data = minimal()
+    data["transfer"]["d_f"] = [100, 1000, 100_000]
+    data["transfer"]["stopping"] = {
+        "eval_interval_tokens": 8192,
+        "token_cap": 200_000,
+        "eval_interval_epochs": 2,
+    }
+    space = load_space(write(tmp_path, data))
+    intervals = {t.data.d_f: t.stopping.eval_interval_tokens for t in transfer_trials(space)}
+    # never more often than one step (256 tokens), 2 epochs of small sets, the fixed interval for large ones
+    assert intervals == {100: 256, 1000: 2000, 100_000: 8192}
