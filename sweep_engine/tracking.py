@@ -188,7 +188,13 @@ class MlflowTracker:
         if exp is None:
             if not create:
                 raise LookupError(f"no MLflow experiment {experiment!r} in {uri}")
-            self.experiment_id = _retry_locked(lambda: self.client.create_experiment(experiment))
+            # A SQLite store keeps its artifacts beside the database, not in whatever directory MLflow runs from.
+            location = None
+            if uri.startswith("sqlite:///"):
+                location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
+            self.experiment_id = _retry_locked(
+                lambda: self.client.create_experiment(experiment, artifact_location=location)
+            )
         else:
             if exp.lifecycle_stage == "deleted":
                 _retry_locked(lambda: self.client.restore_experiment(exp.experiment_id))
@@ -279,6 +285,13 @@ class MlflowTracker:
         history = _retry_locked(lambda: self.client.get_metric_history(run_id, metric))
         return [(m.step, m.value) for m in history]
 
+    def log_artifacts(self, run_id: str, local_dir: Path, artifact_path: str) -> None:
+        _retry_locked(lambda: self.client.log_artifacts(run_id, str(local_dir), artifact_path))
+
+    def artifacts(self, run_id: str, artifact_path: str) -> list[str]:
+        """Paths of the artifacts logged under `artifact_path` (tests)."""
+        return [f.path for f in self.client.list_artifacts(run_id, artifact_path)]
+
 
 def open_tracker(uri: str, experiment: str) -> MlflowTracker:
     """The MLflow tracker of a sweep (creates the experiment, and a SQLite store, when missing)."""
@@ -293,6 +306,18 @@ def existing_tracker(uri: str, experiment: str) -> MlflowTracker | None:
         return MlflowTracker(uri, experiment, create=False)
     except LookupError:
         return None
+
+
+def log_report(uri: str, experiment: str, report_dir: Path) -> list[str]:
+    """Log an analysis report (report.md, report.html, figures/) to every parent run of a sweep's experiment,
+    so that it sits beside the runs in the MLflow UI. Returns the run ids; none when the store does not exist."""
+    tracker = existing_tracker(uri, experiment)
+    if tracker is None:
+        return []
+    parents = tracker.runs(PARENT)
+    for run in parents:
+        tracker.log_artifacts(run.run_id, report_dir, "report")
+    return [run.run_id for run in parents]
 
 
 def terminal(statuses: Iterable[str]) -> bool:

@@ -116,3 +116,25 @@ def test_retry_on_database_lock() -> None:
     assert _retry_locked(flaky) == "ok" and len(calls) == 3
     with pytest.raises(ValueError):
         _retry_locked(lambda: (_ for _ in ()).throw(ValueError("not a lock")))
+
+
+def test_log_report_reaches_every_parent_run(tmp_path: Path) -> None:
+    """A report logged after a sweep sits beside its runs, in the store's own artifact folder."""
+    from sweep_engine.analysis.commands import log_report_to_mlflow, tracking_of
+
+    results = tmp_path / "results" / "german"
+    results.mkdir(parents=True)
+    uri, experiment = tracking_of(results) or ("", "")
+    assert experiment == "german" and uri.endswith("results/mlflow.db")
+    tracker = MlflowTracker(uri, experiment)
+    parents = [tracker.parent_run(stage, "k1", {}) for stage in ("pretrain", "transfer")]
+    report = tmp_path / "report"
+    (report / "figures").mkdir(parents=True)
+    (report / "report.md").write_text("# report\n")
+    (report / "figures" / "a.png").write_bytes(b"png")
+    logged = log_report_to_mlflow([results], report)
+    assert sorted(logged) == sorted(parents)
+    for run_id in parents:
+        assert sorted(tracker.artifacts(run_id, "report")) == ["report/figures", "report/report.md"]
+    assert (tmp_path / "results" / "mlartifacts").is_dir()
+    assert log_report_to_mlflow([tmp_path / "nowhere" / "x"], report) == []

@@ -32,6 +32,32 @@ def resolve_results_dir(path: Path) -> Path:
     return path
 
 
+def tracking_of(path: Path) -> tuple[str, str] | None:
+    """The MLflow store and experiment of a sweep given as a space file or as a results directory (the default
+    store `sqlite:///<storage>/mlflow.db`, experiment named after the directory); None for a lone ledger file."""
+    path = Path(path)
+    if path.suffix in (".yaml", ".yml"):
+        from sweep_engine.config import load_space
+
+        space = load_space(path)
+        return space.tracking_uri, space.experiment_name
+    if path.is_dir():
+        return f"sqlite:///{(path.parent / 'mlflow.db').resolve()}", path.resolve().name
+    return None
+
+
+def log_report_to_mlflow(paths: list[Path], report_dir: Path) -> list[str]:
+    """Log the report to the parent runs of every analysed sweep that has an MLflow store; the run ids."""
+    from sweep_engine.tracking import log_report  # MLflow is imported only here, at the edge
+
+    logged: list[str] = []
+    for path in paths:
+        where = tracking_of(path)
+        if where is not None:
+            logged += log_report(*where, report_dir)
+    return logged
+
+
 @contextmanager
 def _bad_input() -> Iterator[None]:
     try:
@@ -63,12 +89,15 @@ def analyze_cmd(
     with _bad_input():
         results = [resolve_results_dir(p) for p in paths]
         summary = analyze(results, out, bootstrap=bootstrap, seed=seed)
+    logged = log_report_to_mlflow(paths, Path(summary["report_dir"]))
     if json_out:
         typer.echo(json.dumps(summary, indent=1))
         return
     typer.echo(
         f"report: {summary['report_dir']}/report.md (and report.html, {len(summary['figures'])} figures)"
     )
+    if logged:
+        typer.echo(f"logged to {len(logged)} MLflow parent run(s): {', '.join(logged)}")
     for row in summary["comparison"]:
         typer.echo(
             f"  {row['language']}: transfer rank {row['transfer_rank']}, median D_F/D_E {_g(row['median_fraction'])}, "
