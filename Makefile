@@ -18,10 +18,9 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# The laptop-scale study end to end (`make demo QUICK=1`: the tiny spaces of search_spaces/quick/).
 demo: $(STAMP)
-	$(BIN)/sweep-engine validate search_spaces/*.yaml search_spaces/paper/*.yaml
-	$(BIN)/sweep-engine plan search_spaces/chinese.yaml
-	$(BIN)/sweep-engine plan search_spaces/paper/chinese.yaml
+	$(BIN)/sweep-engine demo $(if $(QUICK),--quick,)
 
 lint: $(STAMP)
 	$(BIN)/ruff check sweep_engine tests benchmarks

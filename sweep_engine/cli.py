@@ -108,6 +108,7 @@ def _hours(h: float) -> str:
 # matplotlib) only inside the command, so `validate` and `plan` stay fast.
 from sweep_engine.analysis.commands import analyze_cmd, fit_cmd  # noqa: E402
 from sweep_engine.data.commands import corpora_cmd, prepare_cmd  # noqa: E402
+from sweep_engine.demo import demo_cmd  # noqa: E402
 from sweep_engine.sweep_commands import launch_cmd, resume_cmd, status_cmd, ui_cmd  # noqa: E402
 
 app.command("launch")(launch_cmd)
@@ -117,6 +118,7 @@ app.command("ui")(ui_cmd)
 app.command("analyze")(analyze_cmd)
 app.command("fit")(fit_cmd)
 app.command("corpora")(corpora_cmd)
+app.command("demo")(demo_cmd)
 data_app = typer.Typer(
     help="Prepare the data a sweep needs (tokenizers, token caches).", no_args_is_help=True
 )

@@ -9,7 +9,9 @@ from sweep_engine.config import load_space
 from sweep_engine.errors import ConfigError
 
 SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
-SHIPPED = sorted(SPACES.glob("*.yaml")) + sorted(SPACES.glob("paper/*.yaml"))
+SHIPPED = (
+    sorted(SPACES.glob("*.yaml")) + sorted(SPACES.glob("paper/*.yaml")) + sorted(SPACES.glob("quick/*.yaml"))
+)
 
 
 def minimal() -> dict:

@@ -296,7 +296,10 @@ def _result(
         if col.size:
             lo, hi = np.percentile(col, [(100 - CI_LEVEL) / 2, 100 - (100 - CI_LEVEL) / 2])
             ci[name] = (float(lo), float(hi))
-            se[name] = float(np.std(col, ddof=1)) if col.size > 1 else math.nan
+            # A resample far from the optimum (e.g. N_c = e^300 in a flat Kaplan fit) squares to inf: the
+            # standard error is then inf, which is the truth; numpy's overflow warning only adds console noise.
+            with np.errstate(over="ignore"):
+                se[name] = float(np.std(col, ddof=1)) if col.size > 1 else math.nan
         else:
             ci[name], se[name] = (math.nan, math.nan), math.nan
     return FitResult(

@@ -65,9 +65,12 @@ class Law:
         """Internal parameters [..., P] -> published parameters [..., P]."""
         theta = np.asarray(theta, dtype=float)
         out = theta.copy()
-        for i, is_log in enumerate(self.log_theta):
-            if is_log:
-                out[..., i] = np.exp(theta[..., i])
+        # A runaway bootstrap resample (log N_c = 800) gives inf, which the callers drop as non-finite; numpy's
+        # overflow warning would only be console noise in `analyze` and `demo`.
+        with np.errstate(over="ignore"):
+            for i, is_log in enumerate(self.log_theta):
+                if is_log:
+                    out[..., i] = np.exp(theta[..., i])
         return out
 
     def from_params(self, params: Mapping[str, float]) -> np.ndarray:

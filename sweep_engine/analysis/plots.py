@@ -189,7 +189,7 @@ def loss_vs_n(a: Analysis, out: Path) -> list[Figure]:
             out,
             "loss_vs_n",
             "Loss against N at fixed D_F (solid: fine-tuned, dashed: scratch)",
-            "loss in nats per token",
+            "loss in nats per token, N in non-embedding parameters, D_F in tokens",
         )
     ]
 
@@ -246,7 +246,15 @@ def pretrain(a: Analysis, out: Path) -> list[Figure]:
         ax.plot([q["tokens"] for q in pts], [q["val_loss"] for q in pts], color=col, label=_fmt_n(n))
     ax.set(xscale="log", xlabel="tokens seen", ylabel="validation loss (nats per token)")
     ax.legend(fontsize=7)
-    return [_save(fig, out, "pretrain", "English pre-training curves", "loss in nats per token, tokens")]
+    return [
+        _save(
+            fig,
+            out,
+            "pretrain",
+            "English pre-training curves",
+            "validation loss in nats per token, tokens seen in tokens",
+        )
+    ]
 
 
 def scratch_fits(a: Analysis, out: Path) -> list[Figure]:
@@ -280,7 +288,8 @@ def scratch_fits(a: Analysis, out: Path) -> list[Figure]:
             out,
             "scratch_fits",
             "Scratch curves L = E + B / D^beta per size, 95% bootstrap bands",
-            "per panel: the language's basis",
+            "per panel, the language's basis (in its title): tokens = loss in nats per token and D in tokens, "
+            "chars = loss in bits per character and D in characters",
         )
     ]
 
@@ -391,7 +400,11 @@ def bpc(a: Analysis, out: Path) -> list[Figure]:
 def forgetting(a: Analysis, out: Path) -> list[Figure]:
     """English validation loss of fine-tuned runs against D_F (when extra_val_loss_en exists)."""
     if "extra_val_loss_en" not in a.cells.columns or a.cells["extra_val_loss_en"].isna().all():
-        return []
+        # Said, not left out: a report always holds the same figures.
+        why = (
+            "no English extra validation loss (extra_val_loss_en) in the ledger(s): set transfer.extra_val.en"
+        )
+        return [_empty(out, "forgetting", "Forgetting", why)]
     ft = a.cells[a.cells["init"] == "finetune"]
     langs = sorted(ft["language"].unique())
     fig, axes = _panels(len(langs))
@@ -410,8 +423,8 @@ def forgetting(a: Analysis, out: Path) -> list[Figure]:
             fig,
             out,
             "forgetting",
-            "Forgetting: English loss of fine-tuned models (dotted: before fine-tuning)",
-            "nats per token of the English tokenizer's text, D_F in tokens",
+            "Forgetting: English validation loss of fine-tuned models after fine-tuning (dotted: before)",
+            "English validation loss in nats per token, D_F in target-language tokens",
         )
     ]
 
@@ -429,7 +442,13 @@ def regimes_map(a: Analysis, out: Path) -> list[Figure]:
             under = s["convergence"].str.startswith("under")
             ax.plot(s.loc[~under, "d_f"], s.loc[~under, "n_params"], "o", color=col, label=label)
             ax.plot(s.loc[under, "d_f"], s.loc[under, "n_params"], "o", mfc="none", color=col)
-        ax.set(xscale="log", yscale="log", title=f"{lang} {init}", xlabel="D_F (tokens)", ylabel="N")
+        ax.set(
+            xscale="log",
+            yscale="log",
+            title=f"{lang} {init}",
+            xlabel="D_F (tokens)",
+            ylabel="N (non-embedding parameters)",
+        )
         ax.legend(fontsize=6)
     return [
         _save(
@@ -437,7 +456,7 @@ def regimes_map(a: Analysis, out: Path) -> list[Figure]:
             out,
             "regimes",
             "Regimes: limiting term of the joint fit (hollow = under-trained)",
-            "D_F in tokens, N in parameters",
+            "D_F in tokens, N in non-embedding parameters",
         )
     ]
 

@@ -21,6 +21,7 @@ from sweep_engine.analysis.cells import best_cells, pretrain_runs
 from sweep_engine.analysis.fit import FitResult
 from sweep_engine.analysis.ledger_io import ledger_file, read_ledgers
 from sweep_engine.analysis.regimes import Regimes, classify
+from sweep_engine.analysis.summary import headline, plain_summary, transfer_ordering
 from sweep_engine.analysis.transfer import TransferAnalysis, analyze_transfer
 from sweep_engine.errors import UserError
 
@@ -96,8 +97,9 @@ def analyze(
     a.figures = plots.draw_all(a, out / "figures")
     summary = summarize(a, out)
     sections = _sections(a)
-    render.write_atomic(out / "report.md", _markdown(a, sections))
-    render.write_atomic(out / "report.html", _html(a, sections))
+    words = summary["plain_summary"]
+    render.write_atomic(out / "report.md", _markdown(a, sections, words))
+    render.write_atomic(out / "report.html", _html(a, sections, words))
     return summary
 
 
@@ -110,7 +112,10 @@ def report_dir_for_tracking(results_dir: Path, *, bootstrap: int = 200, seed: in
 
 
 def summarize(a: Analysis, out: Path) -> dict[str, Any]:
-    """The JSON summary: per language the cell table, the transfer-law fits and the regimes."""
+    """The JSON summary: per language the cell table (with D_E / D_T intervals), the transfer-law fits and the
+    regimes; the headline (D_T ordering per size at the smallest D_F, against the seed study's) and the
+    plain-words summary the report opens with."""
+    orderings = transfer_ordering(a.transfer.languages)
     langs: dict[str, Any] = {}
     for lang, lt in a.transfer.languages.items():
         reg = a.regimes.table[a.regimes.table["language"] == lang].drop(columns=["language"])
@@ -148,7 +153,11 @@ def summarize(a: Analysis, out: Path) -> dict[str, Any]:
     return render.jsonable(
         {
             "report_dir": out,
+            "report_md": out / "report.md",
+            "report_html": out / "report.html",
             "sources": a.sources,
+            "headline": headline(orderings),
+            "plain_summary": plain_summary(a, orderings),
             "languages": langs,
             "comparison": a.transfer.comparison,
             "holdout_largest": a.holdout,
@@ -210,9 +219,13 @@ def _sections(a: Analysis) -> list[Section]:
         "loss": "loss (nats/tok)",
         "bpc": "bpc",
         "d_e": "D_E (tok)",
+        "d_e_ci": "D_E 95% CI (tok)",
         "d_t": "D_T (tok)",
+        "d_t_ci": "D_T 95% CI (tok)",
         "d_t_chars": "D_T (chars)",
+        "d_t_chars_ci": "D_T 95% CI (chars)",
         "fraction": "D_F/D_E",
+        "fraction_ci": "D_F/D_E 95% CI",
         "extrapolated": "extrap.",
         "below_asymptote": "below E",
         "scratch_curve": "scratch curve",
@@ -220,11 +233,13 @@ def _sections(a: Analysis) -> list[Section]:
         "lr": "lr",
     }
     for lang, lt in a.transfer.languages.items():
-        h, r = render.table_rows(lt.table, cell_cols)
+        h, r = render.table_rows(_with_intervals(lt.table), cell_cols)
         s.append(
             Section(
                 f"{lang}: fine-tuned cells",
-                f"Best run per cell over its LR/schedule sweep. D_E inverted in the {lt.basis} basis; "
+                f"Best run per cell over its LR/schedule sweep. D_E inverted in the {lt.basis} basis; 95% CI = "
+                "percentiles of D_E over the scratch fit's bootstrap resamples, each inverted at the fine-tuned "
+                "loss (∞: some resamples never reach it; – : interpolated scratch curve, no interval). "
                 "`extrap.` = D_E outside the scratch runs' D range, `below E` = fine-tuned loss at or below the "
                 "scratch asymptote (D_E undefined).",
                 "loss in nats per token and bits per character; D in tokens (tok) and characters (chars)",
@@ -366,15 +381,30 @@ def _sections(a: Analysis) -> list[Section]:
     return s
 
 
+def _with_intervals(t: pd.DataFrame) -> pd.DataFrame:
+    """The cell table with (low, high) pairs in one column each, as the report prints intervals."""
+    t = t.copy()
+    for col in ("d_e", "d_t", "d_t_chars", "fraction"):
+        if f"{col}_lo" in t.columns:
+            t[f"{col}_ci"] = list(zip(t[f"{col}_lo"], t[f"{col}_hi"], strict=True))
+    return t
+
+
+SUMMARY_UNITS = "D_T and D_F in tokens; loss in nats per token; D_F / D_E unitless"
+
+
 def _header(a: Analysis) -> tuple[str, str]:
     langs = ", ".join(a.transfer.languages)
     src = ", ".join(str(p) for p in a.sources)
     return f"Language transfer report: {langs}", f"Sources: {src}. {len(a.cells)} cells."
 
 
-def _markdown(a: Analysis, sections: list[Section]) -> str:
+def _markdown(a: Analysis, sections: list[Section], words: list[str]) -> str:
     title, sub = _header(a)
     out = [f"# {title}\n", f"{sub}\n"]
+    out.append("## Summary\n")
+    out += [f"- {w}" for w in words]
+    out.append(f"\nUnits: {SUMMARY_UNITS}.\n")
     out.append("## Figures\n")
     for f in a.figures:
         out.append(f"### {f.title}\n\n![{f.name}](figures/{f.path.name})\n\nUnits: {f.units}.\n")
@@ -395,12 +425,14 @@ _CSS = (
 )
 
 
-def _html(a: Analysis, sections: list[Section]) -> str:
+def _html(a: Analysis, sections: list[Section], words: list[str]) -> str:
     import html
 
     title, sub = _header(a)
     out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"]
     out.append(f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1><p>{html.escape(sub)}</p>")
+    out.append("<h2>Summary</h2><ul>" + "".join(f"<li>{html.escape(w)}</li>" for w in words) + "</ul>")
+    out.append(f"<p class='units'>Units: {html.escape(SUMMARY_UNITS)}.</p>")
     out.append("<h2>Figures</h2>")
     for f in a.figures:
         out.append(f"<h3>{html.escape(f.title)}</h3><img alt='{f.name}' src='{render.png_data_uri(f.path)}'>")

@@ -10,6 +10,7 @@ import pytest
 
 from sweep_engine.analysis.render import fmt, jsonable
 from sweep_engine.analysis.report import analyze, default_report_dir
+from sweep_engine.analysis.summary import Entry, SizeOrdering, headline, sci, seed_verdict
 from sweep_engine.errors import UserError
 
 FIGURES = {
@@ -78,6 +79,61 @@ def test_summary_is_json_with_the_per_language_tables(summary: dict[str, Any]) -
     assert {"limited_by", "param_term_share", "convergence", "on_frontier"} <= set(de["regimes"][0])
     assert [r["language"] for r in back["comparison"]] == ["de", "zh"]
     assert len(back["allocation"]) > 0 and len(back["holdout_largest"]) == 4
+
+
+@pytest.mark.slow
+def test_report_opens_with_a_plain_words_summary(summary: dict[str, Any]) -> None:
+    md = Path(summary["report_md"]).read_text()
+    assert md.index("## Summary") < md.index("## Figures")
+    words = "\n".join(summary["plain_summary"])
+    # de's k is 10x zh's: German gains most at every size, which agrees with the seed (es is absent).
+    assert words.count("German gains most") == 3
+    assert (
+        "matches the seed study's ordering de > es > zh (of its languages, this sweep has de, zh) at every"
+        in words
+    )
+    assert "Fine-tuning reaches a lower validation loss than training from scratch" in words
+    assert "converged" in words and "budget-limited" in words and "data-limited" in words
+    assert "extrapolated" in words
+    head = summary["headline"]
+    assert head["line"].startswith("D_T at D_F=10,000 tokens (tokens, 95% bootstrap interval): xs: de ")
+    assert head["matches_seed"] is True
+    assert [s["order"] for s in head["sizes"]] == [["de", "zh"]] * 3
+    md_cells = md[md.index("## de: fine-tuned cells") :]
+    assert "D_T 95% CI (tok)" in md_cells and "D_F/D_E 95% CI" in md_cells
+    de = summary["languages"]["de"]["cells"][0]
+    assert {"d_t_lo", "d_t_hi", "d_e_lo", "d_e_hi", "d_t_chars_lo", "d_t_chars_hi"} <= set(de)
+    assert de["d_t_lo"] <= de["d_t"] <= de["d_t_hi"]
+
+
+def _ordering(size: str, values: dict[str, tuple[float, float, float]]) -> SizeOrdering:
+    entries = [
+        Entry(lang, d_t, lo, hi, fraction=0.5, extrapolated=False, below_asymptote=False)
+        for lang, (d_t, lo, hi) in sorted(values.items(), key=lambda kv: -kv[1][0])
+    ]
+    return SizeOrdering(size=size, n_params=1e5, d_f=1000.0, entries=entries)
+
+
+def test_the_seed_verdict_says_where_the_ordering_fails_with_the_numbers() -> None:
+    good = _ordering("xs", {"de": (3.1e4, 2.5e4, 3.9e4), "es": (1.2e4, 1.0e4, 1.5e4), "zh": (2e3, 1e3, 3e3)})
+    bad = _ordering("s", {"de": (1.0e4, 0.5e4, 2.5e4), "es": (2.0e4, 1.5e4, 2.5e4), "zh": (3e3, 2e3, 4e3)})
+    assert good.matches_seed is True and bad.matches_seed is False
+    verdict = seed_verdict([good, bad])
+    assert verdict.startswith(
+        "The seed study's ordering de > es > zh holds only at xs; at s the order is es 2.0e4"
+    )
+    assert "es vs de at s" in verdict  # overlapping intervals are called out
+    assert seed_verdict([good]).startswith(
+        "This matches the seed study's ordering de > es > zh at every size"
+    )
+    line = headline([good, bad])["line"]
+    assert line == (
+        "D_T at D_F=1,000 tokens (tokens, 95% bootstrap interval): xs: de 3.1e4 [2.5e4, 3.9e4] > es 1.2e4 "
+        "[1.0e4, 1.5e4] > zh 2.0e3 [1.0e3, 3.0e3]; s: es 2.0e4 [1.5e4, 2.5e4] > de 1.0e4 [5.0e3, 2.5e4] > "
+        "zh 3.0e3 [2.0e3, 4.0e3]"
+    )
+    assert headline([good, bad])["matches_seed"] is False
+    assert sci(-250.0) == "-2.5e2" and sci(float("nan")) == "n/a"
 
 
 def test_default_report_dirs(ledger_dirs: list[Path]) -> None:
