@@ -172,13 +172,15 @@ def _run_sweeps(spaces: list[tuple[Path, Space]]) -> tuple[list[Launched], int]:
     from sweep_engine.cli import fail
     from sweep_engine.errors import UserError
     from sweep_engine.space import sweep_key
-    from sweep_engine.sweep_commands import _print_summary, _terminate
+    from sweep_engine.sweep_commands import print_summary, raise_keyboard_interrupt
     from sweep_engine.sweep_progress import RichProgress
 
     console = Console(stderr=True)
     launched: list[Launched] = []
     code = 0
-    previous = signal.signal(signal.SIGTERM, _terminate)  # `kill` stops the demo as cleanly as Ctrl-C
+    previous = signal.signal(
+        signal.SIGTERM, raise_keyboard_interrupt
+    )  # `kill` stops the demo as cleanly as Ctrl-C
     try:
         # One embedded Ray for the three launches: `launch` joins a Ray this process already started.
         with sweep.ray_session():
@@ -189,7 +191,7 @@ def _run_sweeps(spaces: list[tuple[Path, Space]]) -> tuple[list[Launched], int]:
                 except UserError as exc:
                     progress.close()
                     raise fail(str(exc)) from None
-                _print_summary(console, space, summary)
+                print_summary(console, space, summary)
                 launched.append(Launched(space, path, summary))
                 code = max(code, summary.exit_code)
                 if summary.interrupted:

@@ -53,7 +53,9 @@ def _launch(space_path: Path, address: str | None, retry_failed: bool) -> None:
 
     console = Console(stderr=True)
     progress = RichProgress(console, title=f"{space.name} {sweep_key(space)}")
-    previous = signal.signal(signal.SIGTERM, _terminate)  # `kill` stops a sweep as cleanly as Ctrl-C
+    previous = signal.signal(
+        signal.SIGTERM, raise_keyboard_interrupt
+    )  # `kill` stops a sweep as cleanly as Ctrl-C
     try:
         summary = sweep.launch(
             space, address=address, retry_failed=retry_failed, progress=progress, data_progress=progress.data
@@ -63,15 +65,17 @@ def _launch(space_path: Path, address: str | None, retry_failed: bool) -> None:
         raise fail(str(exc)) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
-    _print_summary(console, space, summary)
+    print_summary(console, space, summary)
     raise typer.Exit(summary.exit_code)
 
 
-def _terminate(signum: int, frame: Any) -> None:
+def raise_keyboard_interrupt(signum: int, frame: Any) -> None:
+    """A SIGTERM handler: stop the way Ctrl-C does (trials KILLED, the sweep resumable)."""
     raise KeyboardInterrupt
 
 
-def _print_summary(console: Console, space: Any, summary: Any) -> None:
+def print_summary(console: Console, space: Any, summary: Any) -> None:
+    """The end-of-launch table: per stage, trials finished, reused, failed, blocked, killed."""
     table = Table(title=f"sweep {space.name} ({summary.sweep_key})", title_justify="left", box=None)
     for col in ("stage", "trials", "finished", "reused", "failed", "blocked", "killed"):
         table.add_column(col, justify="left" if col == "stage" else "right")
