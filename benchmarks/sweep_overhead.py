@@ -31,9 +31,9 @@ import yaml
 
 from sweep_engine.config import load_space
 from sweep_engine.ledger import read_ledger
-from sweep_engine.sweep import RayExecutor, prepare, ray_session
-from sweep_engine.sweep_driver import SweepDriver
-from sweep_engine.sweep_jobs import NoProgress, Outcome, SweepPaths
+from sweep_engine.sweep.driver import SweepDriver
+from sweep_engine.sweep.jobs import NoProgress, Outcome, SweepPaths
+from sweep_engine.sweep.ray_tune import RayExecutor, prepare, ray_session
 from sweep_engine.tracking import open_tracker
 
 

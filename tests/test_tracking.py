@@ -22,7 +22,7 @@ from sweep_engine.tracking import (
     flatten,
     reconcile_running,
 )
-from tests.test_sweep import mlflow_template
+from tests.tiny_sweep import mlflow_template
 
 
 def test_flatten_uses_dotted_names_and_strings() -> None:

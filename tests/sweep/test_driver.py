@@ -7,10 +7,8 @@ The `ray` tests run tiny real sweeps: the real training loop, real data, Ray Tun
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -18,16 +16,13 @@ from typing import Any
 
 import pandas as pd
 import pytest
-import yaml
 
-from sweep_engine.config import Space, load_space
-from sweep_engine.errors import ConfigError
+from sweep_engine.config import Space
 from sweep_engine.ledger import COLUMNS, read_ledger
 from sweep_engine.space import cells, expand, pretrain_trials, transfer_trials
-from sweep_engine.spec import EvalPoint, TrialResult, TrialSpec, read_result
-from sweep_engine.sweep_driver import SweepDriver, SweepSummary
-from sweep_engine.sweep_faults import InjectedFault, failure_reason, parse_faults
-from sweep_engine.sweep_jobs import (
+from sweep_engine.spec import TrialResult, TrialSpec, read_result
+from sweep_engine.sweep.driver import SweepDriver, SweepSummary
+from sweep_engine.sweep.jobs import (
     InlineExecutor,
     SweepBusy,
     SweepPaths,
@@ -35,120 +30,7 @@ from sweep_engine.sweep_jobs import (
     trial_lock,
 )
 from sweep_engine.tracking import FAILED, FINISHED, KILLED, PARENT, RUNNING, TRIAL, InMemoryTracker
-
-# ------------------------------------------------------------------------------------------------ helpers
-
-
-def space_dict(
-    storage: Path, name: str = "tiny", languages: tuple[str, ...] = ("es", "de"), **over: Any
-) -> dict:
-    """A tiny two-stage space on the built-in Bible: one xs model, two D_F, both inits (9 trials for 2 langs)."""
-    nt = {"builtin": "bible", "translations": ["web"], "part": "nt"}
-    d: dict[str, Any] = {
-        "name": name,
-        "storage": str(storage),
-        "resources": {"cpus_per_trial": 1, "max_concurrent_trials": 2, "max_retries": 2},
-        "tokenizer": {"kind": "bpe", "vocab_size": 512, "corpus": nt},
-        "pretrain": {
-            "language": "en",
-            "corpus": nt,
-            "sizes": ["xs"],
-            "context": 32,
-            "batch_tokens": 1024,
-            "lr": 3e-3,
-            "schedule": {"kind": "cosine", "warmup_steps": 5, "decay_floor": 0.1},
-            "stopping": {"eval_interval_tokens": 8192, "token_cap": 32768, "patience": 3},
-            "validation": {"size": 50, "unit": "docs"},
-        },
-        "transfer": {
-            "languages": {lang: {"corpus": {"builtin": "bible", "part": "nt"}} for lang in languages},
-            "d_f": [1000, 4000],
-            "init": ["scratch", "finetune"],
-            "lr": [3e-3],
-            "schedules": [{"kind": "cosine", "warmup_steps": 2, "decay_floor": 0.1}],
-            "context": 32,
-            "batch_tokens": 512,
-            "stopping": {"eval_interval_tokens": 4096, "token_cap": 16384, "patience": 2},
-            "validation": {"size": 50, "unit": "docs"},
-        },
-    }
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(d.get(key), dict):
-            d[key] = {**d[key], **value}
-        else:
-            d[key] = value
-    return d
-
-
-def write_space(path: Path, data: dict, cache: Path | None = None, mlflow_db: Path | None = None) -> Space:
-    """Write the YAML and load it; `cache` (a shared token cache) is linked in as the storage's cache/, and
-    `mlflow_db` (an empty store) copied in as its mlflow.db."""
-    path.write_text(yaml.safe_dump(data))
-    storage = Path(data["storage"])
-    if cache is not None:
-        storage.mkdir(parents=True, exist_ok=True)
-        if not (storage / "cache").exists():
-            (storage / "cache").symlink_to(cache, target_is_directory=True)
-    if mlflow_db is not None and not (storage / "mlflow.db").exists():
-        storage.mkdir(parents=True, exist_ok=True)
-        shutil.copy(mlflow_db, storage / "mlflow.db")
-    return load_space(path)
-
-
-def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An empty MLflow SQLite store, migrated once per session (a new store takes seconds of migrations)."""
-    path = tmp_path_factory.getbasetemp() / "mlflow-template.db"
-    if not path.exists():
-        from sweep_engine.tracking import MlflowTracker
-
-        MlflowTracker(f"sqlite:///{path}", "Default")
-    return path
-
-
-def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One token cache per test session, shared by the test modules (tokenize the Bible once)."""
-    path = tmp_path_factory.getbasetemp() / "sweep-token-cache"
-    path.mkdir(exist_ok=True)
-    return path
-
-
-def fake_run(
-    spec: TrialSpec, reporter: Any, *, workdir: Path, init_dir: Path | None = None, **_: Any
-) -> TrialResult:
-    """A stand-in for train.run_trial: 4 evaluations, a state file to resume from, result.json at the end.
-
-    The loss falls with tokens and rises with |log10(lr / 1e-3)| (so a search has an optimum to find).
-    """
-    workdir.mkdir(parents=True, exist_ok=True)
-    done = read_result(workdir)
-    if done is not None:
-        return done
-    if spec.init == "finetune":
-        assert init_dir is not None and (init_dir.parent / "result.json").exists(), (
-            "fine-tuned before its base"
-        )
-    with (workdir / "trainings.log").open("a") as f:
-        f.write("start\n")
-    state = workdir / "state.json"
-    curve = [EvalPoint(**p) for p in json.loads(state.read_text())] if state.exists() else []
-    base = 5.0 + abs(math.log10(spec.lr / 1e-3))
-    for tokens in range(len(curve) * 1000 + 1000, 4001, 1000):
-        val = base - tokens / 4000
-        curve.append(EvalPoint(tokens, tokens // 500, val, val + 0.1, spec.lr))
-        state.write_text(json.dumps([vars(p) for p in curve]))
-        (workdir / "best").mkdir(exist_ok=True)
-        reporter.report(
-            {"tokens": tokens, "val_loss": val, "train_loss": val + 0.1, "lr": spec.lr, "tokens_per_s": 1e4}
-        )
-    result = TrialResult(
-        n_params=1000, n_params_estimate=1000, d_f=spec.data.d_f or 10**6, d_f_chars=3000,
-        best_val_loss=curve[-1].val_loss, tokens_at_best=4000, tokens_seen=4000, steps=8, flops=6 * 1000 * 4000.0,
-        stop_reason="budget", wall_s=0.01, tokens_per_s=1e4, val_tokens_per_char=0.3, curve=curve,
-        zero_shot_loss=6.0 if spec.init == "finetune" else None,
-    )  # fmt: skip
-    (workdir / "result.json").write_text(json.dumps(result.to_dict()))
-    state.unlink()
-    return result
+from tests.tiny_sweep import fake_run, mlflow_template, shared_cache, space_dict, write_space
 
 
 def trainings(space: Space, spec: TrialSpec) -> int:
@@ -166,11 +48,6 @@ def trial_runs(tracker: InMemoryTracker) -> dict[str, Any]:
     keys = [r.tags["trial_key"] for r in runs]
     assert len(keys) == len(set(keys)), "a trial has two runs"
     return {r.tags["trial_key"]: r for r in runs}
-
-
-@pytest.fixture
-def space(tmp_path: Path) -> Space:
-    return write_space(tmp_path / "tiny.yaml", space_dict(tmp_path / "results"))
 
 
 # ------------------------------------------------------------------------------------------------ driver
@@ -349,7 +226,7 @@ def test_optuna_searches_each_cell_within_its_budget_and_continues(tmp_path: Pat
     transfer = ledger[ledger.stage == "transfer"]
     assert len(transfer) == 12 and transfer.groupby(["init", "d_f"]).lr.nunique().eq(3).all()
     assert (transfer.lr >= 1e-4).all() and (transfer.lr <= 1e-2).all()
-    from sweep_engine.sweep_search import CellSearch
+    from sweep_engine.sweep.search import CellSearch
 
     search = CellSearch(space, SweepPaths.of(space).optuna_journal)
     assert all(len(s.get_trials()) == 3 for s in search.studies.values())
@@ -386,38 +263,6 @@ def test_one_driver_per_sweep_and_one_trainer_per_trial(space: Space, tmp_path: 
     assert order == ["first", "second"]
 
 
-# ------------------------------------------------------------------------------------------------ faults
-
-
-def test_failure_reasons() -> None:
-    assert failure_reason(ConfigError("x")) == "config"
-    assert failure_reason(MemoryError()) == "oom"
-    assert failure_reason(RuntimeError("CUDA out of memory. Tried to allocate")) == "oom"
-    assert failure_reason(FloatingPointError("nan")) == "diverged"
-    assert failure_reason(InjectedFault("x")) == "crash"
-    try:
-        try:
-            raise ConfigError("bad")
-        except ConfigError as inner:
-            raise RuntimeError("Training failed") from inner
-    except RuntimeError as wrapped:
-        assert failure_reason(wrapped) == "config"
-    assert (
-        failure_reason(RuntimeError("TrainingFailedError: ... sweep_engine.errors.DataError: gone"))
-        == "config"
-    )
-
-
-def test_fault_spec_parsing_and_selection(space: Space) -> None:
-    spec = transfer_trials(space)[0]
-    faults = parse_faults(f"{spec.key()[:8]}:once, language={spec.language}&d_f=1000&lr=0.003:always")
-    assert [f.matches(spec) for f in faults] == [True, True]
-    assert not parse_faults("language=xx:once")[0].matches(spec)
-    for bad in ("nomode", "x:sometimes", "colour=red:once"):
-        with pytest.raises(ConfigError):
-            parse_faults(bad)
-
-
 # ------------------------------------------------------------------------------------------------ Ray
 
 
@@ -435,7 +280,7 @@ def ray_local() -> Any:
 def test_e2e_tiny_sweep_through_ray_tune_and_mlflow(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, ray_local: Any
 ) -> None:
-    from sweep_engine.sweep import launch
+    from sweep_engine.sweep.ray_tune import launch
     from sweep_engine.tracking import MlflowTracker
 
     space = write_space(
@@ -502,7 +347,7 @@ def test_e2e_tiny_sweep_through_ray_tune_and_mlflow(
 def test_ray_retries_transient_failures_and_records_the_rest(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, ray_local: Any
 ) -> None:
-    from sweep_engine.sweep import launch
+    from sweep_engine.sweep.ray_tune import launch
     from sweep_engine.tracking import MlflowTracker
 
     data = space_dict(tmp_path / "results", languages=("es",), resources={"max_retries": 1})
@@ -540,7 +385,7 @@ def test_ray_retries_transient_failures_and_records_the_rest(
 def test_multi_worker_trials_run_ddp_through_ray_train(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, ray_local: Any
 ) -> None:
-    from sweep_engine.sweep import launch
+    from sweep_engine.sweep.ray_tune import launch
     from sweep_engine.tracking import MlflowTracker
 
     # Two trials of two workers each, side by side on two CPUs (0.49 CPU a worker + 0.01 a trial driver): the

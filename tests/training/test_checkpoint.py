@@ -7,7 +7,9 @@ import numpy as np
 import torch
 from transformers import GPT2LMHeadModel
 
-from sweep_engine.checkpoint import (
+from sweep_engine.data.batches import BatchSource
+from sweep_engine.spec import EvalPoint, TrialResult
+from sweep_engine.training.checkpoint import (
     Progress,
     atomic_write_text,
     load_result,
@@ -17,9 +19,7 @@ from sweep_engine.checkpoint import (
     save_state,
     write_result,
 )
-from sweep_engine.data.batches import BatchSource
-from sweep_engine.model import SIZES, build_model
-from sweep_engine.spec import EvalPoint, TrialResult
+from sweep_engine.training.model import SIZES, build_model
 
 
 def _result() -> TrialResult:

@@ -1,7 +1,7 @@
 """The live view of `sweep-engine launch`: one line per stage (done of total, running, failed, tokens/s, ETA).
 
 On a terminal it redraws in place (rich Live); in a log file it prints one line per trial that ends, so a CI log
-stays readable. Tune's own tables are silenced (sweep.py), this is the whole console output of a sweep.
+stays readable. Tune's own tables are silenced (ray_tune.py), this is the whole console output of a sweep.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from sweep_engine.sweep_jobs import FAILED, FINISHED, Outcome
+from sweep_engine.sweep.jobs import FAILED, FINISHED, Outcome
 
 
 @dataclass
@@ -61,7 +61,7 @@ def format_rate(tokens_per_s: float) -> str:
 
 
 class RichProgress:
-    """A Progress (sweep_jobs.Progress) drawn with rich.
+    """A Progress (jobs.Progress) drawn with rich.
 
     Args:
         console: Where to draw (stderr by default, so stdout stays for results).

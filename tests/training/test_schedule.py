@@ -5,8 +5,8 @@ import math
 import pytest
 
 from sweep_engine.errors import ConfigError
-from sweep_engine.schedule import check_schedule, lr_at
 from sweep_engine.spec import ScheduleSpec
+from sweep_engine.training.schedule import check_schedule, lr_at
 
 
 def test_warmup_rises_linearly_to_the_peak() -> None:

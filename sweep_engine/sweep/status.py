@@ -15,7 +15,7 @@ from sweep_engine.config import Space
 from sweep_engine.ledger import FAILED, FINISHED, ledger_path, read_ledger
 from sweep_engine.space import count_trials, pretrain_trials, transfer_trials
 from sweep_engine.spec import RESULT_FILE, TrialSpec
-from sweep_engine.sweep_jobs import STATE_FILE, SweepPaths
+from sweep_engine.sweep.jobs import STATE_FILE, SweepPaths
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The driver's bookkeeping: a trial's MLflow run and ledger row at its start, at each evaluation and at its end.
 
-Invariants (kept here, so the scheduling in sweep_driver.py cannot break them):
+Invariants (kept here, so the scheduling in driver.py cannot break them):
 - one MLflow run per trial_key in the sweep's experiment, found again on a relaunch, never a second one;
 - each validation-curve point logged once, at step = tokens seen (a retried attempt replays the evaluations
   since its checkpoint: skipped; an evaluation whose report was lost with its attempt: taken from the result);

@@ -1,4 +1,4 @@
-"""Validation loss on a whole, fixed token array, and the early-stopping rule applied to it.
+"""Validation loss on a whole, fixed token array (the early-stopping rule applied to it: stopping.py).
 
 The array is cut into non-overlapping windows of `context` predicted tokens (window i reads tokens
 [i c, (i + 1) c) and predicts [i c + 1, (i + 1) c + 1)); the leftover tail is one shorter window, so every token
@@ -9,7 +9,6 @@ ranks get the same number.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 
@@ -19,9 +18,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from sweep_engine.checkpoint import Progress
 from sweep_engine.errors import DataError
-from sweep_engine.spec import EvalPoint, StoppingSpec
 
 # Cap on the logits of one eval batch (elements): 2^25 fp32 logits are 128 MiB, large enough that a small model's
 # eval is a handful of big matmuls, small enough for a 50K vocabulary at context 1024 (0.66 windows -> 1).
@@ -91,37 +88,3 @@ def _sum_loss(
         logits = lm(input_ids=windows[:, :-1]).logits
     loss = F.cross_entropy(logits.float().flatten(0, 1), windows[:, 1:].flatten(), reduction="none")
     return loss.double().sum()
-
-
-def record_eval(progress: Progress, point: EvalPoint, stopping: StoppingSpec, at_cap: bool) -> bool:
-    """Add an evaluation to the run's progress, apply the stopping rule, and say whether it is a new best.
-
-    The rule, checked in this order: a non-finite loss, or a validation loss above `diverge_factor` x the first
-    evaluation's, is "diverged"; `patience` evaluations in a row without beating the best by `min_delta` end
-    the run as "overfit" when the last loss is above best + min_delta, else "plateau"; the token cap is "budget".
-    The first evaluation always counts as an improvement, so no run stops before it has a curve.
-
-    Args:
-        progress: The run's progress (updated in place: curve, best, patience counter, stop_reason).
-        point: The evaluation.
-        stopping: The trial's stopping settings.
-        at_cap: Whether this evaluation is at the token cap.
-
-    Returns:
-        True when `point` is the best finite validation loss so far (the caller saves the model).
-    """
-    val = point.val_loss
-    progress.curve.append(point)
-    progress.wait = 0 if val < progress.best_val_loss - stopping.min_delta else progress.wait + 1
-    new_best = math.isfinite(val) and val < progress.best_val_loss
-    if new_best:
-        progress.best_val_loss, progress.tokens_at_best = val, point.tokens
-        progress.best_extra_val_loss = dict(point.extra_val_loss)
-    finite = math.isfinite(val) and (point.train_loss is None or math.isfinite(point.train_loss))
-    if not finite or val > stopping.diverge_factor * progress.curve[0].val_loss:
-        progress.stop_reason = "diverged"
-    elif progress.wait >= stopping.patience:
-        progress.stop_reason = "overfit" if val > progress.best_val_loss + stopping.min_delta else "plateau"
-    elif at_cap:
-        progress.stop_reason = "budget"
-    return new_best

@@ -1,6 +1,6 @@
 """One optimizer step and what it needs: batch geometry, the loss module, AdamW, and a throughput probe.
 
-Kept apart from train.py so that the loop there reads as the run's story; `train_step` is the exact computation
+Kept apart from loop.py so that the loop there reads as the run's story; `train_step` is the exact computation
 run_trial performs per step (benchmarks/train_throughput.py times it against a hand-written step).
 """
 
@@ -16,8 +16,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from sweep_engine.errors import ConfigError
-from sweep_engine.model import build_model, resolve_shape
 from sweep_engine.spec import ModelShape, TrialSpec
+from sweep_engine.training.model import build_model, resolve_shape
 
 BETAS = (0.9, 0.95)  # beta2 0.95 (GPT-3, Kaplan) rides out loss spikes better than 0.999 with short warm-ups
 GRAD_CLIP = 1.0  # max global gradient norm

@@ -6,7 +6,7 @@ reports and decides whether to stop (overfit / plateau, budget, diverged). Under
 world_size > 1 the same code runs once per rank with DDP; rank 0 alone writes files, every rank reports.
 
 The sweep layer talks to it only through `Reporter.report(metrics, checkpoint_dir)` and the workdir's files
-(see sweep_engine.checkpoint): a relaunch after a crash resumes from workdir/state.pt, and a relaunch after the
+(see sweep_engine.training.checkpoint): a relaunch after a crash resumes from workdir/state.pt, and a relaunch after the
 end returns workdir/result.json without training.
 """
 
@@ -28,12 +28,13 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from sweep_engine import checkpoint as ckpt
-from sweep_engine.checkpoint import load_result
 from sweep_engine.data.batches import BatchSource
 from sweep_engine.errors import ConfigError, DataError
-from sweep_engine.evaluate import eval_loss, record_eval
-from sweep_engine.model import (
+from sweep_engine.spec import EvalPoint, Reporter, TrialData, TrialResult, TrialSpec
+from sweep_engine.training import checkpoint as ckpt
+from sweep_engine.training.checkpoint import load_result
+from sweep_engine.training.evaluate import eval_loss
+from sweep_engine.training.model import (
     build_model,
     count_non_embedding,
     estimate_n,
@@ -41,9 +42,8 @@ from sweep_engine.model import (
     load_pretrained,
     resolve_shape,
 )
-from sweep_engine.schedule import check_schedule, lr_at
-from sweep_engine.spec import EvalPoint, Reporter, TrialData, TrialResult, TrialSpec
-from sweep_engine.step import (
+from sweep_engine.training.schedule import check_schedule, lr_at
+from sweep_engine.training.step import (
     GRAD_CLIP,
     NextTokenLoss,
     batch_geometry,
@@ -51,6 +51,7 @@ from sweep_engine.step import (
     measure_throughput,
     train_step,
 )
+from sweep_engine.training.stopping import record_eval
 
 __all__ = [
     "GRAD_CLIP",
@@ -81,7 +82,7 @@ def run_trial(
     Args:
         spec: The trial.
         reporter: Receives metrics after every evaluation (all ranks); `checkpoint_dir` on rank 0 after a save.
-        workdir: The trial's directory: best/, state.pt and result.json (sweep_engine.checkpoint). Under DDP all
+        workdir: The trial's directory: best/, state.pt and result.json (sweep_engine.training.checkpoint). Under DDP all
             ranks must see the same directory.
         data: The token arrays; None loads them with sweep_engine.data.load_trial_data(spec.data, cache_dir).
         init_dir: finetune: the English model of the same shape (a save_pretrained directory).

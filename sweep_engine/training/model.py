@@ -27,10 +27,10 @@ from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel
 from transformers import logging as hf_logging
 
-from sweep_engine.checkpoint import SPEC_FILE
 from sweep_engine.errors import ConfigError
 from sweep_engine.shapes import SIZES, estimate_n, n_head
 from sweep_engine.spec import ModelShape
+from sweep_engine.training.checkpoint import SPEC_FILE
 
 __all__ = [
     "SIZES",

@@ -1,6 +1,6 @@
 """What runs inside one Ray Tune trial: the training loop, directly or through a Ray Train TorchTrainer.
 
-A one-worker trial calls `train.run_trial` in its own process (a TorchTrainer costs ~20 s of start-up per run on
+A one-worker trial calls `training.loop.run_trial` in its own process (a TorchTrainer costs ~20 s of start-up per run on
 small machines). A trial with `workers > 1` is the driver of a Ray Train V2 run (Ray's Train-in-Tune pattern):
 it builds a `TorchTrainer` whose workers each run `run_trial` under DDP; the Train run is named after the
 trial_key, so a retried trial finds its Train run again, and its evaluations reach Tune through
@@ -24,7 +24,7 @@ import ray
 from ray import tune
 
 from sweep_engine.spec import TrialResult, TrialSpec, read_result
-from sweep_engine.sweep_faults import (
+from sweep_engine.sweep.faults import (
     DETERMINISTIC,
     Fault,
     error_message,
@@ -32,7 +32,7 @@ from sweep_engine.sweep_faults import (
     fault_for,
     parse_faults,
 )
-from sweep_engine.sweep_jobs import FAILURE_FILE, trial_lock
+from sweep_engine.sweep.jobs import FAILURE_FILE, trial_lock
 
 
 def trial_entry(config: dict[str, Any]) -> None:
@@ -46,7 +46,7 @@ def trial_entry(config: dict[str, Any]) -> None:
             if spec.resources.workers > 1:
                 result = _run_distributed(spec, job)
             else:
-                from sweep_engine.train import run_trial
+                from sweep_engine.training.loop import run_trial
 
                 reporter = TuneReporter(workdir, fault_for(spec, parse_faults(job.get("faults"))), node)
                 result = run_trial(
@@ -140,7 +140,7 @@ def _run_distributed(spec: TrialSpec, job: dict[str, Any]) -> TrialResult:
 
 def _train_worker(job: dict[str, Any]) -> None:
     """One DDP rank: Ray Train has set up torch.distributed; run_trial wraps the model in DDP itself."""
-    from sweep_engine.train import run_trial
+    from sweep_engine.training.loop import run_trial
 
     ctx = ray.train.get_context()
     spec = TrialSpec.from_dict(job["spec"])

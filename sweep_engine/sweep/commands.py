@@ -12,11 +12,17 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from sweep_engine.config import Space, load_space
+from sweep_engine.exits import fail, on_bad_input
+
+if TYPE_CHECKING:
+    from sweep_engine.sweep.driver import SweepSummary
 
 SpaceArg = Annotated[Path, typer.Argument(metavar="SPACE", help="A search-space YAML file.")]
 AddressOpt = Annotated[
@@ -43,30 +49,49 @@ def resume_cmd(space_path: SpaceArg, address: AddressOpt = None, retry_failed: R
 
 
 def _launch(space_path: Path, address: str | None, retry_failed: bool) -> None:
-    from sweep_engine.cli import fail, load_or_exit
-    from sweep_engine.errors import UserError
+    with on_bad_input():
+        space = load_space(space_path)
+    [(_, summary)] = launch_spaces([space], address=address, retry_failed=retry_failed)
+    raise typer.Exit(summary.exit_code)
 
-    space = load_or_exit(space_path)
-    from sweep_engine import sweep  # Ray, only now
+
+def launch_spaces(
+    spaces: list[Space], *, address: str | None = None, retry_failed: bool = False
+) -> list[tuple[Space, SweepSummary]]:
+    """Launch sweeps one after the other in one Ray session, each with its live view and closing summary.
+
+    Stops after a launch that was interrupted (Ctrl-C or SIGTERM). `sweep-engine demo` launches its three
+    target sweeps through this too.
+
+    Raises:
+        typer.Exit: with code 2 when a space's data is bad input (nothing of that sweep was written).
+    """
     from sweep_engine.space import sweep_key
-    from sweep_engine.sweep_progress import RichProgress
+    from sweep_engine.sweep import ray_tune  # Ray, only now
+    from sweep_engine.sweep.progress import RichProgress
 
     console = Console(stderr=True)
-    progress = RichProgress(console, title=f"{space.name} {sweep_key(space)}")
-    previous = signal.signal(
-        signal.SIGTERM, raise_keyboard_interrupt
-    )  # `kill` stops a sweep as cleanly as Ctrl-C
+    out: list[tuple[Space, SweepSummary]] = []
+    # `kill` stops a sweep as cleanly as Ctrl-C: trials KILLED, resumable.
+    previous = signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
     try:
-        summary = sweep.launch(
-            space, address=address, retry_failed=retry_failed, progress=progress, data_progress=progress.data
-        )
-    except UserError as exc:
-        progress.close()
-        raise fail(str(exc)) from None
+        with ray_tune.ray_session(address):
+            for space in spaces:
+                progress = RichProgress(console, title=f"{space.name} {sweep_key(space)}")
+                try:
+                    with on_bad_input():
+                        summary = ray_tune.launch(
+                            space, retry_failed=retry_failed, progress=progress, data_progress=progress.data
+                        )
+                finally:
+                    progress.close()
+                print_summary(console, space, summary)
+                out.append((space, summary))
+                if summary.interrupted:
+                    break
     finally:
         signal.signal(signal.SIGTERM, previous)
-    print_summary(console, space, summary)
-    raise typer.Exit(summary.exit_code)
+    return out
 
 
 def raise_keyboard_interrupt(signum: int, frame: Any) -> None:
@@ -74,7 +99,7 @@ def raise_keyboard_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def print_summary(console: Console, space: Any, summary: Any) -> None:
+def print_summary(console: Console, space: Space, summary: SweepSummary) -> None:
     """The end-of-launch table: per stage, trials finished, reused, failed, blocked, killed."""
     table = Table(title=f"sweep {space.name} ({summary.sweep_key})", title_justify="left", box=None)
     for col in ("stage", "trials", "finished", "reused", "failed", "blocked", "killed"):
@@ -104,12 +129,12 @@ def status_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
 ) -> None:
     """Trials done / running / failed / pending per stage, and an ETA (from the files and MLflow; no Ray)."""
-    from sweep_engine.cli import load_or_exit
     from sweep_engine.space import sweep_key
-    from sweep_engine.sweep_progress import format_duration
-    from sweep_engine.sweep_status import sweep_status
+    from sweep_engine.sweep.progress import format_duration
+    from sweep_engine.sweep.status import sweep_status
 
-    space = load_or_exit(space_path)
+    with on_bad_input():
+        space = load_space(space_path)
     stages = sweep_status(space)
     if as_json:
         typer.echo(
@@ -132,9 +157,8 @@ def ui_cmd(
     workers: Annotated[int, typer.Option("--workers", help="Server worker processes.")] = 1,
 ) -> None:
     """Start the MLflow UI on the sweep's tracking store and print its URL (Ctrl-C stops it)."""
-    from sweep_engine.cli import fail, load_or_exit
-
-    space = load_or_exit(space_path)
+    with on_bad_input():
+        space = load_space(space_path)
     uri = space.tracking_uri
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
         raise fail(f"no MLflow store at {uri} yet: launch the sweep first")

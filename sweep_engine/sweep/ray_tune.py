@@ -1,9 +1,9 @@
-"""Ray glue: start or join Ray, and run a batch of trials as one Ray Tune experiment (with sweep_train.py, the
+"""Ray glue: start or join Ray, and run a batch of trials as one Ray Tune experiment (with ray_train.py, the
 only modules that import Ray).
 
 `launch()` is what `sweep-engine launch` runs: check and prepare the data (before anything else, so bad input
 writes nothing), open the MLflow tracker, start an embedded Ray (or join `address`), and let the driver
-(sweep_driver.py) run the stages through `RayExecutor`.
+(driver.py) run the stages through `RayExecutor`.
 
 Restoring: Tune's own experiment restore is not used. The driver submits only the trials without a result and
 each trial resumes from its own `state.pt`, which survives anything short of losing the disk; Tune's experiment
@@ -30,9 +30,9 @@ from sweep_engine.config import Space
 from sweep_engine.ledger import FAILED, FINISHED
 from sweep_engine.space import expand, pretrain_trials, transfer_trials
 from sweep_engine.spec import TrialResult, TrialSpec
-from sweep_engine.sweep_driver import SweepDriver, SweepSummary
-from sweep_engine.sweep_faults import FAULTS_ENV, parse_faults
-from sweep_engine.sweep_jobs import (
+from sweep_engine.sweep.driver import SweepDriver, SweepSummary
+from sweep_engine.sweep.faults import FAULTS_ENV, parse_faults
+from sweep_engine.sweep.jobs import (
     DONE,
     KILLED,
     JobSource,
@@ -43,7 +43,7 @@ from sweep_engine.sweep_jobs import (
     TrialJob,
     read_failure,
 )
-from sweep_engine.sweep_train import trial_entry
+from sweep_engine.sweep.ray_train import trial_entry
 from sweep_engine.tracking import Tracker, open_tracker
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def launch(
         space: A validated space.
         address: A Ray cluster to join (`ray start --head` / `ray up`); None starts an embedded local Ray.
         retry_failed: Also re-run trials the ledger records as FAILED.
-        progress: The live view (sweep_progress.RichProgress in the CLI).
+        progress: The live view (progress.RichProgress in the CLI).
         tracker: Defaults to MLflow at `space.tracking_uri`, experiment `space.experiment_name`.
         faults: Fault-injection spec (tests); defaults to $SWEEP_ENGINE_FAULTS.
         data_progress: Called as (done, total, message) while the data caches are built.
@@ -192,7 +192,7 @@ class RayExecutor:
                 verbose=0,
                 callbacks=[_Bridge(events)],
                 # Transient failures (a lost worker or node, a crash) restart the trial, which resumes from
-                # its workdir's state.pt. Deterministic ones never reach Tune (sweep_train reports them).
+                # its workdir's state.pt. Deterministic ones never reach Tune (ray_train reports them).
                 failure_config=tune.FailureConfig(max_failures=self.max_retries),
             ),
         )

@@ -137,7 +137,7 @@ def save_state(
 ) -> None:
     """Write workdir/state.pt atomically: model, optimizer, batch position, RNG states and progress.
 
-    There is no scheduler state: the LR is a pure function of the step (sweep_engine.schedule).
+    There is no scheduler state: the LR is a pure function of the step (sweep_engine.training.schedule).
     """
     state = {
         "spec_key": spec_key,

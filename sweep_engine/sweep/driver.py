@@ -9,7 +9,7 @@ Ctrl-C or a SIGKILL each of them resumes from its own `state.pt`) and records th
 in the ledger (finished under a killed driver, or pre-trained by another sweep). A FAILED row is final unless
 `retry_failed`: three of the four reasons would fail again.
 
-With `search.kind: optuna` the transfer trials come from one Optuna study per cell (sweep_search.py): a cell asks
+With `search.kind: optuna` the transfer trials come from one Optuna study per cell (search.py): a cell asks
 its next (LR, schedule) when its previous one has ended, and tells the study the best validation loss.
 """
 
@@ -23,7 +23,7 @@ from sweep_engine.config import Space
 from sweep_engine.ledger import FAILED, FINISHED, Ledger
 from sweep_engine.space import pretrain_trials, sweep_key, transfer_trials
 from sweep_engine.spec import RESULT_FILE, TrialSpec, read_result
-from sweep_engine.sweep_jobs import (
+from sweep_engine.sweep.jobs import (
     DONE,
     KILLED,
     Executor,
@@ -34,12 +34,12 @@ from sweep_engine.sweep_jobs import (
     TrialJob,
     driver_lock,
 )
-from sweep_engine.sweep_record import Recorder
+from sweep_engine.sweep.record import Recorder
 from sweep_engine.tracking import Tracker
 
 if TYPE_CHECKING:  # optuna is imported only by sweeps that search with it
     from sweep_engine.space import Cell
-    from sweep_engine.sweep_search import Asked, CellSearch
+    from sweep_engine.sweep.search import Asked, CellSearch
 
 STAGES = ("pretrain", "transfer")
 
@@ -86,7 +86,7 @@ class SweepDriver:
 
     Args:
         space: A validated space.
-        executor: Runs trials (sweep.RayExecutor, or sweep_jobs.InlineExecutor in tests).
+        executor: Runs trials (ray_tune.RayExecutor, or jobs.InlineExecutor in tests).
         tracker: MLflow (tracking.MlflowTracker) or tracking.InMemoryTracker.
         progress: The live view.
         retry_failed: Start trials whose ledger row says FAILED again.
@@ -175,7 +175,7 @@ class SweepDriver:
     def _plan(self) -> None:
         pre = pretrain_trials(self.space)
         if self.space.search.kind == "optuna" and self.space.transfer is not None:
-            from sweep_engine.sweep_search import CellSearch
+            from sweep_engine.sweep.search import CellSearch
 
             self.search = CellSearch(self.space, self.paths.optuna_journal)
             transfer: list[TrialSpec] = []

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from sweep_engine.errors import ConfigError
-from sweep_engine.model import (
+from sweep_engine.spec import ModelShape
+from sweep_engine.training.model import (
     SIZES,
     build_model,
     count_non_embedding,
@@ -17,7 +18,6 @@ from sweep_engine.model import (
     n_head,
     resolve_shape,
 )
-from sweep_engine.spec import ModelShape
 
 
 def _hand_count(n_layer: int, d: int) -> int:

@@ -19,8 +19,6 @@ import torch
 from transformers import GPT2LMHeadModel
 
 from sweep_engine.errors import ConfigError, DataError
-from sweep_engine.evaluate import eval_loss
-from sweep_engine.model import SIZES
 from sweep_engine.spec import (
     CorpusSpec,
     DataSpec,
@@ -32,7 +30,9 @@ from sweep_engine.spec import (
     TrialResult,
     TrialSpec,
 )
-from sweep_engine.train import batch_geometry, load_result, measure_throughput, run_trial
+from sweep_engine.training.evaluate import eval_loss
+from sweep_engine.training.loop import batch_geometry, load_result, measure_throughput, run_trial
+from sweep_engine.training.model import SIZES
 
 VOCAB = 64
 CTX = 16

@@ -16,11 +16,11 @@ import pytest
 import yaml
 
 from sweep_engine.space import expand
-from sweep_engine.sweep_jobs import SweepPaths
+from sweep_engine.sweep.jobs import SweepPaths
 from sweep_engine.tracking import FINISHED, TRIAL, MlflowTracker
-from tests.test_sweep import mlflow_template, shared_cache, space_dict, write_space
+from tests.tiny_sweep import mlflow_template, shared_cache, space_dict, write_space
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def prepared(name: str) -> dict[str, Any]:

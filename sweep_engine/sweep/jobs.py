@@ -1,9 +1,9 @@
 """The vocabulary the sweep's parts share: where a trial lives, what it is handed, how it ended, and the
-interfaces between the driver (sweep_driver.py), the executors (sweep.py for Ray, `InlineExecutor` here) and the
+interfaces between the driver (driver.py), the executors (ray_tune.py for Ray, `InlineExecutor` here) and the
 progress view. No Ray, no MLflow, no torch.
 
 A trial lives in its own content-addressed directory, `checkpoints_dir/<trial_key>`, shared by every sweep of
-one storage root: `state.pt` while it runs, `best/` and `result.json` once it has finished (sweep_engine.checkpoint),
+one storage root: `state.pt` while it runs, `best/` and `result.json` once it has finished (sweep_engine.training.checkpoint),
 and `failure.json` after an attempt raised.
 """
 
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from sweep_engine.errors import UserError
 from sweep_engine.spec import TrialResult, TrialSpec
-from sweep_engine.sweep_faults import (
+from sweep_engine.sweep.faults import (
     DETERMINISTIC,
     Fault,
     error_message,
@@ -186,7 +186,7 @@ class Executor(Protocol):
 
 
 class Progress(Protocol):
-    """A view of the sweep while it runs (sweep_progress.py draws one with rich)."""
+    """A view of the sweep while it runs (progress.py draws one with rich)."""
 
     def stage_started(self, stage: str, total: int, concurrency: int) -> None: ...
 
@@ -225,9 +225,9 @@ class InlineExecutor:
     """Runs trials one after another in this process, with the failure rules of the Ray path (unit tests).
 
     Args:
-        run_fn: A `train.run_trial`-compatible function.
+        run_fn: A `training.loop.run_trial`-compatible function.
         max_retries: Further attempts after a `crash`.
-        faults: Fault-injection spec (sweep_faults).
+        faults: Fault-injection spec (faults.py).
     """
 
     def __init__(self, run_fn: Any, max_retries: int = 0, faults: str = "") -> None:
