@@ -11,7 +11,6 @@ asked but not told (same trial keys, so they resume from their checkpoints), and
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,8 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sweep_engine.config import Space
-from sweep_engine.space import Cell, cell_trial, cells, pretrain_trials
-from sweep_engine.spec import ScheduleSpec, TrialSpec, content_hash
+from sweep_engine.space import Cell, cell_trial, cells, pretrain_trials, search_key_dict
+from sweep_engine.spec import ScheduleSpec, TrialSpec, content_hash, key_dict
 
 if TYPE_CHECKING:
     from optuna.samplers import BaseSampler
@@ -88,8 +87,8 @@ class CellSearch:
         """The cell plus a hash of what its trials share and of the search settings (not the budget, so that a
         larger budget continues the same study)."""
         template = cell_trial(self.space, cell, 1.0, self.schedules[0], self.seeds[0]).key()
-        search = self.space.search.model_dump(exclude={"trials_per_cell"})
-        schedules = [dataclasses.asdict(s) for s in self.schedules]
+        search = search_key_dict(self.space.search, exclude=frozenset({"trials_per_cell"}))
+        schedules = key_dict(self.schedules)
         digest = content_hash({"template": template, "search": search, "schedules": schedules})
         return f"{cell.language}-{cell.size}-{cell.d_f}-{cell.init}-{digest}"
 

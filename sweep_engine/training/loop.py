@@ -12,7 +12,6 @@ end returns workdir/result.json without training.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import random
@@ -157,8 +156,7 @@ def run_trial(
     notes: list[str] = []
     if spec.init == "finetune":
         assert init_dir is not None
-        tokenizer = dataclasses.asdict(spec.data.tokenizer)
-        lm, notes = load_pretrained(Path(init_dir), shape, data.vocab_size, spec.context, tokenizer)
+        lm, notes = load_pretrained(Path(init_dir), shape, data.vocab_size, spec.context, spec.data.tokenizer)
         for note in notes:
             log.warning("%s (init_dir %s)", note, init_dir)
     else:

@@ -29,7 +29,7 @@ from transformers import logging as hf_logging
 
 from sweep_engine.errors import ConfigError
 from sweep_engine.shapes import SIZES, estimate_n, n_head
-from sweep_engine.spec import ModelShape
+from sweep_engine.spec import ModelShape, TokenizerSpec, same_tokenizer
 from sweep_engine.training.checkpoint import SPEC_FILE
 
 __all__ = [
@@ -150,7 +150,7 @@ def load_pretrained(
     shape: ModelShape,
     vocab_size: int,
     context: int,
-    tokenizer: Mapping[str, Any] | None = None,
+    tokenizer: TokenizerSpec | dict[str, Any] | None = None,
 ) -> tuple[GPT2LMHeadModel, list[str]]:
     """Load the English model a fine-tuning run starts from, fitted to this run's tokenizer.
 
@@ -164,7 +164,7 @@ def load_pretrained(
         shape: The shape this run expects; the checkpoint must have the same n_layer and d_model.
         vocab_size: This run's vocabulary size.
         context: This run's context; at most the checkpoint's n_positions.
-        tokenizer: This run's TokenizerSpec as a dict, compared with the checkpoint's when it has one.
+        tokenizer: This run's TokenizerSpec, compared with the checkpoint's when it has one.
 
     Returns:
         The model (training mode) and notes for the result (empty when nothing was changed).
@@ -194,7 +194,7 @@ def load_pretrained(
         reason = f"checkpoint vocab_size {cfg.vocab_size} != run vocab_size {vocab_size}"
     elif tokenizer is not None and (init_dir / SPEC_FILE).exists():
         theirs = json.loads((init_dir / SPEC_FILE).read_text()).get("data", {}).get("tokenizer")
-        if theirs is not None and theirs != json.loads(json.dumps(dict(tokenizer))):
+        if theirs is not None and not same_tokenizer(theirs, tokenizer):
             reason = "the checkpoint was trained with another tokenizer spec"
     notes = []
     if reason is not None:

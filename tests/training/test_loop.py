@@ -67,7 +67,7 @@ def make_data(d_f: int = 20_000, vocab: int = VOCAB) -> TrialData:
 
 
 def make_spec(**changes: Any) -> TrialSpec:
-    corpus = CorpusSpec(kind="text", language="zh", path="synthetic.txt")
+    corpus = CorpusSpec(kind="path", language="zh", path="synthetic.txt")
     base = TrialSpec(
         sweep="test",
         stage="transfer",
