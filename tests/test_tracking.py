@@ -7,12 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from sweep_engine.spec import FAILED, FINISHED, KILLED, RUNNING
 from sweep_engine.tracking import (
-    FAILED,
-    FINISHED,
-    KILLED,
     PARENT,
-    RUNNING,
     TRIAL,
     InMemoryTracker,
     MlflowTracker,

@@ -68,7 +68,7 @@ def launch_spaces(
     """
     from sweep_engine.space import sweep_key
     from sweep_engine.sweep import ray_tune  # Ray, only now
-    from sweep_engine.sweep.progress import RichProgress
+    from sweep_engine.sweep.progress import RichProgressView
 
     console = Console(stderr=True)
     out: list[tuple[Space, SweepSummary]] = []
@@ -77,7 +77,7 @@ def launch_spaces(
     try:
         with ray_tune.ray_session(address):
             for space in spaces:
-                progress = RichProgress(console, title=f"{space.name} {sweep_key(space)}")
+                progress = RichProgressView(console, title=f"{space.name} {sweep_key(space)}")
                 try:
                     with on_bad_input():
                         summary = ray_tune.launch(

@@ -20,16 +20,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from sweep_engine.config import Space
-from sweep_engine.ledger import FAILED, FINISHED, Ledger
+from sweep_engine.ledger import Ledger
 from sweep_engine.space import pretrain_trials, sweep_key, transfer_trials
-from sweep_engine.spec import RESULT_FILE, TrialSpec, read_result
+from sweep_engine.spec import FAILED, FINISHED, KILLED, RESULT_FILE, TrialSpec, read_result
 from sweep_engine.sweep.jobs import (
     DONE,
-    KILLED,
     Executor,
-    NoProgress,
+    NoProgressView,
     Outcome,
-    Progress,
+    ProgressView,
     SweepPaths,
     TrialJob,
     driver_lock,
@@ -97,13 +96,13 @@ class SweepDriver:
         space: Space,
         executor: Executor,
         tracker: Tracker,
-        progress: Progress | None = None,
+        progress: ProgressView | None = None,
         *,
         retry_failed: bool = False,
     ) -> None:
         self.space = space
         self.executor = executor
-        self.progress = progress or NoProgress()
+        self.progress = progress or NoProgressView()
         self.retry_failed = retry_failed
         self.paths = SweepPaths.of(space)
         self.key = sweep_key(space)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from sweep_engine.errors import UserError
-from sweep_engine.spec import TrialResult, TrialSpec
+from sweep_engine.spec import FAILED, FINISHED, TrialResult, TrialSpec
 from sweep_engine.sweep.faults import (
     DETERMINISTIC,
     Fault,
@@ -28,7 +28,6 @@ from sweep_engine.sweep.faults import (
     fault_for,
     parse_faults,
 )
-from sweep_engine.tracking import FAILED, FINISHED, KILLED
 
 if TYPE_CHECKING:  # trial processes import this module: keep pydantic and pandas out of them
     from sweep_engine.config import Space
@@ -36,8 +35,6 @@ if TYPE_CHECKING:  # trial processes import this module: keep pydantic and panda
 STATE_FILE = "state.pt"
 FAILURE_FILE = "failure.json"
 DONE: Literal["FINISHED"] = "FINISHED"  # JobSource.next_job's "nothing more will come"
-
-__all__ = ["FAILED", "FINISHED", "KILLED"]
 
 
 @dataclass(frozen=True)
@@ -185,7 +182,7 @@ class Executor(Protocol):
         ...
 
 
-class Progress(Protocol):
+class ProgressView(Protocol):
     """A view of the sweep while it runs (progress.py draws one with rich)."""
 
     def stage_started(self, stage: str, total: int, concurrency: int) -> None: ...
@@ -199,8 +196,8 @@ class Progress(Protocol):
     def close(self) -> None: ...
 
 
-class NoProgress:
-    """A Progress that shows nothing."""
+class NoProgressView:
+    """A ProgressView that shows nothing."""
 
     def stage_started(self, stage: str, total: int, concurrency: int) -> None:
         pass

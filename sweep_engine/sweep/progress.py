@@ -14,7 +14,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from sweep_engine.sweep.jobs import FAILED, FINISHED, Outcome
+from sweep_engine.spec import FAILED, FINISHED
+from sweep_engine.sweep.jobs import Outcome
 
 
 @dataclass
@@ -60,8 +61,8 @@ def format_rate(tokens_per_s: float) -> str:
     return f"{tokens_per_s:.0f}"
 
 
-class RichProgress:
-    """A Progress (jobs.Progress) drawn with rich.
+class RichProgressView:
+    """The live view of a launch (a jobs.ProgressView), drawn with rich.
 
     Args:
         console: Where to draw (stderr by default, so stdout stays for results).

@@ -27,17 +27,15 @@ from ray import tune
 from ray.tune.search import Searcher
 
 from sweep_engine.config import Space
-from sweep_engine.ledger import FAILED, FINISHED
 from sweep_engine.space import expand, pretrain_trials, transfer_trials
-from sweep_engine.spec import TrialResult, TrialSpec
+from sweep_engine.spec import FAILED, FINISHED, KILLED, TrialResult, TrialSpec
 from sweep_engine.sweep.driver import SweepDriver, SweepSummary
 from sweep_engine.sweep.faults import FAULTS_ENV, parse_faults
 from sweep_engine.sweep.jobs import (
     DONE,
-    KILLED,
     JobSource,
     Outcome,
-    Progress,
+    ProgressView,
     SweepPaths,
     TrialEvents,
     TrialJob,
@@ -54,7 +52,7 @@ def launch(
     *,
     address: str | None = None,
     retry_failed: bool = False,
-    progress: Progress | None = None,
+    progress: ProgressView | None = None,
     tracker: Tracker | None = None,
     faults: str | None = None,
     data_progress: Callable[[int, int, str], None] | None = None,
@@ -65,7 +63,7 @@ def launch(
         space: A validated space.
         address: A Ray cluster to join (`ray start --head` / `ray up`); None starts an embedded local Ray.
         retry_failed: Also re-run trials the ledger records as FAILED.
-        progress: The live view (progress.RichProgress in the CLI).
+        progress: The live view (progress.RichProgressView in the CLI).
         tracker: Defaults to MLflow at `space.tracking_uri`, experiment `space.experiment_name`.
         faults: Fault-injection spec (tests); defaults to $SWEEP_ENGINE_FAULTS.
         data_progress: Called as (done, total, message) while the data caches are built.

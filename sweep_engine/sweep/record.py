@@ -13,10 +13,10 @@ import dataclasses
 import math
 from typing import Any
 
-from sweep_engine.ledger import FAILED, FINISHED, Ledger, trial_row
+from sweep_engine.ledger import Ledger, trial_row
 from sweep_engine.shapes import estimate_n
-from sweep_engine.spec import TrialResult, TrialSpec
-from sweep_engine.tracking import KILLED, TRIAL, RunRecord, Tracker, flatten, reconcile_running
+from sweep_engine.spec import FAILED, FINISHED, KILLED, TrialResult, TrialSpec
+from sweep_engine.tracking import TRIAL, RunRecord, Tracker, flatten, reconcile_running
 
 CURVE_METRICS = ("val_loss", "train_loss", "lr")
 

@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from sweep_engine.config import Space
-from sweep_engine.ledger import FAILED, FINISHED, ledger_path, read_ledger
+from sweep_engine.ledger import ledger_path, read_ledger
 from sweep_engine.space import count_trials, pretrain_trials, transfer_trials
-from sweep_engine.spec import RESULT_FILE, TrialSpec
+from sweep_engine.spec import FAILED, FINISHED, RESULT_FILE, RUNNING, TrialSpec
 from sweep_engine.sweep.jobs import STATE_FILE, SweepPaths
 
 
@@ -105,7 +105,7 @@ def _eta(
 
 
 def _running_in_mlflow(space: Space) -> set[str]:
-    from sweep_engine.tracking import RUNNING, TRIAL, existing_tracker
+    from sweep_engine.tracking import TRIAL, existing_tracker
 
     tracker = existing_tracker(space.tracking_uri, space.experiment_name)
     if tracker is None:

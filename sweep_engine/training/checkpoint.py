@@ -111,7 +111,7 @@ load_result = read_result
 
 
 @dataclass
-class Progress:
+class RunProgress:
     """Where a run stands: everything besides weights, optimizer and data position that a resume needs."""
 
     step: int = 0
@@ -133,7 +133,7 @@ def save_state(
     lm: nn.Module,
     optimizer: torch.optim.Optimizer,
     batches: BatchSource,
-    progress: Progress,
+    progress: RunProgress,
 ) -> None:
     """Write workdir/state.pt atomically: model, optimizer, batch position, RNG states and progress.
 
@@ -157,7 +157,7 @@ def restore_state(
     lm: nn.Module,
     optimizer: torch.optim.Optimizer,
     batches: BatchSource,
-) -> Progress:
+) -> RunProgress:
     """Load a `save_state` state into the model, optimizer, batch source and RNGs; return the progress.
 
     Raises:
@@ -169,6 +169,6 @@ def restore_state(
     optimizer.load_state_dict(state["optimizer"])
     batches.load_state_dict(state["batches"])
     set_rng_states(state["rng"])
-    progress = Progress(**state["progress"])
+    progress = RunProgress(**state["progress"])
     progress.curve = [EvalPoint(**p) for p in state["progress"]["curve"]]
     return progress

@@ -183,7 +183,7 @@ def run_trial(
         del state  # the tensors are in the model and optimizer now; do not keep a second copy alive
         log.info("trial %s resumes at step %d", spec.key(), progress.step)
     else:
-        progress = ckpt.Progress()
+        progress = ckpt.RunProgress()
         if spec.init == "finetune":
             progress.zero_shot_loss = evaluate(data.val)
             progress.zero_shot_extra_val_loss = evaluate_extra()

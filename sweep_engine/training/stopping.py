@@ -10,10 +10,10 @@ from __future__ import annotations
 import math
 
 from sweep_engine.spec import EvalPoint, StoppingSpec
-from sweep_engine.training.checkpoint import Progress
+from sweep_engine.training.checkpoint import RunProgress
 
 
-def record_eval(progress: Progress, point: EvalPoint, stopping: StoppingSpec, at_cap: bool) -> bool:
+def record_eval(progress: RunProgress, point: EvalPoint, stopping: StoppingSpec, at_cap: bool) -> bool:
     """Add an evaluation to the run's progress, apply the stopping rule, and say whether it is a new best.
 
     The rule, checked in this order: a non-finite loss, or a validation loss above `diverge_factor` x the first

@@ -40,7 +40,9 @@ def test_bpe_is_cached_by_corpus_and_settings(
     monkeypatch.setattr(tokmod, "train_bpe", no_training)
     load_tokenizer(en_tok_spec, cache_dir)
     other_vocab = TokenizerSpec(kind="bpe", vocab_size=2048, corpus=en_tok_spec.corpus)
-    other_corpus = TokenizerSpec(kind="bpe", vocab_size=1024, corpus=CorpusSpec(kind="builtin", language="de"))
+    other_corpus = TokenizerSpec(
+        kind="bpe", vocab_size=1024, corpus=CorpusSpec(kind="builtin", language="de")
+    )
     keys = {tokmod.tokenizer_key(s) for s in (en_tok_spec, other_vocab, other_corpus)}
     assert len(keys) == 3
 
@@ -58,7 +60,9 @@ def test_gpt2_style_files_load_with_the_same_encoding(en_tok: Tokenizer, tmp_pat
 
 def test_bad_tokenizer_specs(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="vocab_size >= 257 must hold"):
-        load_tokenizer(TokenizerSpec(kind="bpe", vocab_size=100, corpus=CorpusSpec("builtin", "en")), tmp_path)
+        load_tokenizer(
+            TokenizerSpec(kind="bpe", vocab_size=100, corpus=CorpusSpec("builtin", "en")), tmp_path
+        )
     with pytest.raises(DataError, match="needs `corpus`"):
         load_tokenizer(TokenizerSpec(kind="bpe"), tmp_path)
 

@@ -16,8 +16,9 @@ import pytest
 import yaml
 
 from sweep_engine.space import expand
+from sweep_engine.spec import FINISHED
 from sweep_engine.sweep.jobs import SweepPaths
-from sweep_engine.tracking import FINISHED, TRIAL, MlflowTracker
+from sweep_engine.tracking import TRIAL, MlflowTracker
 from tests.tiny_sweep import mlflow_template, shared_cache, space_dict, write_space
 
 REPO = Path(__file__).resolve().parents[2]

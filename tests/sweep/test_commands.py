@@ -20,9 +20,10 @@ from typer.testing import CliRunner
 
 from sweep_engine.cli import app
 from sweep_engine.space import expand, transfer_trials
+from sweep_engine.spec import FINISHED, RUNNING
 from sweep_engine.sweep.driver import SweepDriver
 from sweep_engine.sweep.jobs import InlineExecutor, SweepPaths
-from sweep_engine.tracking import FINISHED, RUNNING, TRIAL, MlflowTracker
+from sweep_engine.tracking import TRIAL, MlflowTracker
 from tests.tiny_sweep import fake_run, mlflow_template, shared_cache, space_dict, write_space
 
 runner = CliRunner()

@@ -20,16 +20,10 @@ import pytest
 from sweep_engine.config import Space
 from sweep_engine.ledger import COLUMNS, read_ledger
 from sweep_engine.space import cells, expand, pretrain_trials, transfer_trials
-from sweep_engine.spec import TrialResult, TrialSpec, read_result
+from sweep_engine.spec import FAILED, FINISHED, KILLED, RUNNING, TrialResult, TrialSpec, read_result
 from sweep_engine.sweep.driver import SweepDriver, SweepSummary
-from sweep_engine.sweep.jobs import (
-    InlineExecutor,
-    SweepBusy,
-    SweepPaths,
-    driver_lock,
-    trial_lock,
-)
-from sweep_engine.tracking import FAILED, FINISHED, KILLED, PARENT, RUNNING, TRIAL, InMemoryTracker
+from sweep_engine.sweep.jobs import InlineExecutor, SweepBusy, SweepPaths, driver_lock, trial_lock
+from sweep_engine.tracking import PARENT, TRIAL, InMemoryTracker
 from tests.tiny_sweep import fake_run, mlflow_template, shared_cache, space_dict, write_space
 
 

@@ -10,7 +10,7 @@ from transformers import GPT2LMHeadModel
 from sweep_engine.data.batches import BatchSource
 from sweep_engine.spec import EvalPoint, TrialResult
 from sweep_engine.training.checkpoint import (
-    Progress,
+    RunProgress,
     atomic_write_text,
     load_result,
     load_state,
@@ -80,7 +80,7 @@ def test_state_round_trip(tmp_path: Path) -> None:
     opt.step()
     batches = BatchSource(np.arange(100) % 32, 8, 2, seed=0)
     batches.next_batch()
-    progress = Progress(step=3, curve=[EvalPoint(16, 1, 2.0)], best_val_loss=2.0, wait=1)
+    progress = RunProgress(step=3, curve=[EvalPoint(16, 1, 2.0)], best_val_loss=2.0, wait=1)
     save_state(tmp_path, "key", model, opt, batches, progress)
     torch.manual_seed(1)
     model2 = build_model(SIZES["xs"], 32, 8)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 
 from sweep_engine.spec import EvalPoint, StoppingSpec
-from sweep_engine.training.checkpoint import Progress
+from sweep_engine.training.checkpoint import RunProgress
 from sweep_engine.training.stopping import record_eval
 
 
-def _run(losses: list[float], **stopping: float) -> Progress:
+def _run(losses: list[float], **stopping: float) -> RunProgress:
     spec = StoppingSpec(eval_interval_tokens=1, token_cap=10**9, **stopping)  # type: ignore[arg-type]
-    progress = Progress()
+    progress = RunProgress()
     for i, loss in enumerate(losses):
         if progress.stop_reason is not None:
             raise AssertionError(f"stopped before evaluation {i}")
@@ -45,11 +45,11 @@ def test_divergence_non_finite_or_far_above_the_first_evaluation() -> None:
 
 def test_budget_at_the_cap_unless_patience_ran_out() -> None:
     spec = StoppingSpec(eval_interval_tokens=1, token_cap=2, patience=1)
-    p = Progress()
+    p = RunProgress()
     record_eval(p, EvalPoint(1, 1, 3.0), spec, at_cap=False)
     record_eval(p, EvalPoint(2, 2, 2.5), spec, at_cap=True)
     assert p.stop_reason == "budget"
-    q = Progress()
+    q = RunProgress()
     record_eval(q, EvalPoint(1, 1, 3.0), spec, at_cap=False)
     record_eval(q, EvalPoint(2, 2, 3.5), spec, at_cap=True)
     assert q.stop_reason == "overfit"
