@@ -31,9 +31,9 @@ import yaml
 
 from sweep_engine.config import load_space
 from sweep_engine.ledger import read_ledger
-from sweep_engine.sweep import RayExecutor, prepare, ray_session
-from sweep_engine.sweep_driver import SweepDriver
-from sweep_engine.sweep_jobs import NoProgress, Outcome, SweepPaths
+from sweep_engine.sweep.driver import SweepDriver
+from sweep_engine.sweep.jobs import NoProgressView, Outcome, SweepPaths
+from sweep_engine.sweep.ray_tune import RayExecutor, prepare, ray_session
 from sweep_engine.tracking import open_tracker
 
 
@@ -71,7 +71,7 @@ def space_yaml(storage: Path, token_cap: int, concurrency: int) -> dict[str, Any
     }
 
 
-class Clock(NoProgress):
+class Clock(NoProgressView):
     """Records when the driver saw each trial start and end."""
 
     def __init__(self) -> None:

@@ -51,9 +51,9 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         cache_dir = Path(tmp)
-        tok_spec = TokenizerSpec(kind="bpe", vocab_size=4096, corpus=CorpusSpec("bible", "en", part="ot"))
+        tok_spec = TokenizerSpec(kind="bpe", vocab_size=4096, corpus=CorpusSpec("builtin", "en", part="ot"))
         tok = load_tokenizer(tok_spec, cache_dir)
-        corpus = CorpusSpec("bible", args.lang, part="all")
+        corpus = CorpusSpec("builtin", args.lang, part="all")
         texts = [t for b in iter_unit_batches(corpus) for t in b.texts]  # warms the per-process text cache
         chars = sum(map(len, texts))
 
@@ -85,7 +85,7 @@ def main() -> None:
         )
 
         data = DataSpec(
-            corpus=CorpusSpec("bible", args.lang, part="nt"), tokenizer=tok_spec, d_f=64_000, val_size=1000
+            corpus=CorpusSpec("builtin", args.lang, part="nt"), tokenizer=tok_spec, d_f=64_000, val_size=1000
         )
         start = time.perf_counter()
         load_trial_data(data, cache_dir)

@@ -25,10 +25,10 @@ import torch
 import torch.nn.functional as F
 
 from sweep_engine.data.batches import BatchSource
-from sweep_engine.model import SIZES, build_model, count_non_embedding
-from sweep_engine.schedule import lr_at
 from sweep_engine.spec import ScheduleSpec
-from sweep_engine.train import GRAD_CLIP, NextTokenLoss, build_optimizer, train_step
+from sweep_engine.training.model import SIZES, build_model, count_non_embedding
+from sweep_engine.training.schedule import lr_at
+from sweep_engine.training.step import GRAD_CLIP, NextTokenLoss, build_optimizer, train_step
 
 LR = 1e-3
 

@@ -1,6 +1,6 @@
 """The `sweep-engine` command. Exit codes: 0 success, 1 runtime failure, 2 bad input.
 
-Each stage's commands live beside the stage (data/commands.py, analysis/commands.py, sweep_commands.py); this
+Each stage's commands live beside the stage (data/commands.py, analysis/commands.py, sweep/commands.py); this
 file only registers them, so importing the CLI stays cheap (Ray, MLflow and torch load inside the commands).
 """
 
@@ -14,8 +14,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sweep_engine.config import Space, load_space
+from sweep_engine.config import load_space
 from sweep_engine.errors import UserError
+from sweep_engine.exits import fail, on_bad_input
 
 app = typer.Typer(
     name="sweep-engine",
@@ -24,19 +25,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-
-
-def fail(message: str, code: int = 2) -> typer.Exit:
-    """Print `message` on stderr and return the Exit to raise (2: bad input, 1: runtime failure)."""
-    typer.echo(message, err=True)  # plain text: rich would wrap long paths mid-message
-    return typer.Exit(code)
-
-
-def load_or_exit(path: Path) -> Space:
-    try:
-        return load_space(path)
-    except UserError as exc:
-        raise fail(str(exc)) from None
 
 
 @app.command()
@@ -73,7 +61,8 @@ def plan(
     """Trials, tokens, FLOPs and estimated wall time per stage. Writes nothing, starts no Ray."""
     from sweep_engine import plan as planning
 
-    space = load_or_exit(space_path)
+    with on_bad_input():
+        space = load_space(space_path)
     measured = planning.calibrate(space) if calibrate else None
     result = planning.make_plan(space, measured)
     if as_json:
@@ -109,7 +98,7 @@ def _hours(h: float) -> str:
 from sweep_engine.analysis.commands import analyze_cmd, fit_cmd  # noqa: E402
 from sweep_engine.data.commands import corpora_cmd, prepare_cmd  # noqa: E402
 from sweep_engine.demo import demo_cmd  # noqa: E402
-from sweep_engine.sweep_commands import launch_cmd, resume_cmd, status_cmd, ui_cmd  # noqa: E402
+from sweep_engine.sweep.commands import launch_cmd, resume_cmd, status_cmd, ui_cmd  # noqa: E402
 
 app.command("launch")(launch_cmd)
 app.command("resume")(resume_cmd)

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sweep_engine.errors import ConfigError
 from sweep_engine.shapes import SIZES
-from sweep_engine.spec import ModelShape
+from sweep_engine.spec import CORPUS_KINDS, CorpusKind, ModelShape
 
 PosInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
@@ -46,10 +46,15 @@ class CorpusConfig(Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> CorpusConfig:
-        given = [k for k in ("builtin", "path", "hf") if getattr(self, k) is not None]
+        given = [k for k in CORPUS_KINDS if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError(f"exactly one of builtin, path, hf must be given, got {given or 'none'}")
+            raise ValueError(f"exactly one of {', '.join(CORPUS_KINDS)} must be given, got {given or 'none'}")
         return self
+
+    @property
+    def kind(self) -> CorpusKind:
+        """The source named: builtin, path or hf (CorpusSpec.kind)."""
+        return next(k for k in CORPUS_KINDS if getattr(self, k) is not None)
 
 
 class SizeConfig(Strict):

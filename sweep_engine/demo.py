@@ -1,6 +1,6 @@
 """`sweep-engine demo`: the whole study on this machine, end to end, through the real engine.
 
-Three target-language sweeps (Chinese, Spanish, German) run one after the other through `sweep.launch`, the
+Three target-language sweeps (Chinese, Spanish, German) run one after the other through `sweep.ray_tune.launch`, the
 function behind `sweep-engine launch` (Ray Tune + MLflow), inside one Ray session. They share one English
 pre-training stage (`pretrain_from`): its trial keys are content hashes and its checkpoints live under the
 shared storage root, so the first launch trains the English models and the other two find them done and only
@@ -16,7 +16,6 @@ run), 130 interrupted (`sweep-engine resume SPACE`, or the demo again, continues
 
 from __future__ import annotations
 
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ import typer
 
 if TYPE_CHECKING:
     from sweep_engine.config import Space
-    from sweep_engine.sweep_driver import SweepSummary
+    from sweep_engine.sweep.driver import SweepSummary
 
 LANGUAGES = ("chinese", "spanish", "german")  # launch order; the first trains the shared English models
 REPO_SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
@@ -114,16 +113,14 @@ def demo_cmd(
 ) -> None:
     """Run the study end to end: three target-language sweeps sharing one English pre-training, then one
     cross-language report. Prints the report's paths, the D_T ordering per size and the MLflow UI command."""
-    from sweep_engine.cli import fail
     from sweep_engine.errors import UserError
-    from sweep_engine.sweep_progress import format_duration
+    from sweep_engine.exits import BAD_INPUT, FAILURE, fail, on_bad_input
+    from sweep_engine.sweep.progress import format_duration
 
     start = time.monotonic()
     directory = spaces_dir_for(spaces_dir, quick)
-    try:
+    with on_bad_input():
         spaces = load_demo_spaces(directory, storage)
-    except UserError as exc:
-        raise fail(str(exc)) from None
 
     launched, code = _run_sweeps(spaces)
     swept = time.monotonic()
@@ -145,7 +142,7 @@ def demo_cmd(
         )
     except UserError as exc:
         # No finished transfer runs: the trials' failures (already listed) are the cause when there are any.
-        raise fail(f"analysis: {exc}", 1 if code else 2) from None
+        raise fail(f"analysis: {exc}", FAILURE if code else BAD_INPUT) from None
 
     # Beside the runs in the MLflow UI, as `sweep-engine analyze` does; from the spaces themselves (not their
     # files), so that a --storage override logs to the store the sweeps used.
@@ -166,39 +163,12 @@ def demo_cmd(
 
 def _run_sweeps(spaces: list[tuple[Path, Space]]) -> tuple[list[Launched], int]:
     """Launch the three sweeps in one Ray session; return them and the worst exit code."""
-    from rich.console import Console
+    from sweep_engine.sweep.commands import launch_spaces
 
-    from sweep_engine import sweep  # Ray, only now
-    from sweep_engine.cli import fail
-    from sweep_engine.errors import UserError
-    from sweep_engine.space import sweep_key
-    from sweep_engine.sweep_commands import print_summary, raise_keyboard_interrupt
-    from sweep_engine.sweep_progress import RichProgress
-
-    console = Console(stderr=True)
-    launched: list[Launched] = []
-    code = 0
-    previous = signal.signal(
-        signal.SIGTERM, raise_keyboard_interrupt
-    )  # `kill` stops the demo as cleanly as Ctrl-C
-    try:
-        # One embedded Ray for the three launches: `launch` joins a Ray this process already started.
-        with sweep.ray_session():
-            for path, space in spaces:
-                progress = RichProgress(console, title=f"{space.name} {sweep_key(space)}")
-                try:
-                    summary = sweep.launch(space, progress=progress, data_progress=progress.data)
-                except UserError as exc:
-                    progress.close()
-                    raise fail(str(exc)) from None
-                print_summary(console, space, summary)
-                launched.append(Launched(space, path, summary))
-                code = max(code, summary.exit_code)
-                if summary.interrupted:
-                    break
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    return launched, code
+    paths = {id(space): path for path, space in spaces}
+    ran = launch_spaces([space for _, space in spaces])
+    launched = [Launched(space, paths[id(space)], summary) for space, summary in ran]
+    return launched, max((s.exit_code for _, s in ran), default=0)
 
 
 def _pretrain_lines(launched: list[Launched]) -> list[str]:

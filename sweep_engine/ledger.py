@@ -19,7 +19,6 @@ from sweep_engine.shapes import estimate_n
 from sweep_engine.spec import TrialResult, TrialSpec
 
 LEDGER_FILE = "trials.parquet"
-FINISHED, FAILED = "FINISHED", "FAILED"
 
 # In docs/ledger.md's order; extra_val_loss_<name> / zero_shot_extra_val_loss_<name> follow zero_shot_loss.
 COLUMNS = [

@@ -95,7 +95,9 @@ def make_plan(space: Space, measured: dict[str, float] | None = None) -> Plan:
 
 def calibrate(space: Space, seconds_per_shape: float = 2.0) -> dict[str, float]:
     """Measure one-thread training tokens/s of every shape in the space with a few real steps."""
-    from sweep_engine.train import measure_throughput  # torch is imported only when asked to calibrate
+    from sweep_engine.training.step import (
+        measure_throughput,  # torch is imported only when asked to calibrate
+    )
 
     shapes: dict[str, ModelShape] = {t.model.name: t.model for t in expand(space)}
     context = space.pretrain.context if space.pretrain else 128

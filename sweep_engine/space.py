@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import Any
 
 from sweep_engine.config import (
     CorpusConfig,
     PretrainConfig,
     ScheduleConfig,
+    SearchConfig,
     Space,
     StoppingConfig,
     TrainingConfig,
@@ -33,18 +35,14 @@ from sweep_engine.spec import (
     content_hash,
 )
 
-# A bible corpus with no translation named reads the language's default one (see sweep_engine.data.corpora).
-
 
 def corpus_spec(corpus: CorpusConfig, language: str) -> CorpusSpec:
-    if corpus.builtin is not None:
-        kind = "bible"
-    elif corpus.path is not None:
-        kind = "text"
-    else:
-        kind = "hf"
+    """The spec of a space file's corpus entry; its kind is the key that names the source (builtin, path, hf).
+
+    A builtin corpus with no translation named reads the language's default one (sweep_engine.data.corpora).
+    """
     return CorpusSpec(
-        kind=kind,  # type: ignore[arg-type]
+        kind=corpus.kind,
         language=language,
         translations=tuple(corpus.translations),
         part=corpus.part,
@@ -242,8 +240,27 @@ def expand(space: Space) -> list[TrialSpec]:
 def sweep_key(space: Space) -> str:
     """Names the sweep by what it runs: the ordered trial keys (and the search settings)."""
     return content_hash(
-        {"name": space.name, "trials": [t.key() for t in expand(space)], "search": space.search.model_dump()}
+        {
+            "name": space.name,
+            "trials": [t.key() for t in expand(space)],
+            "search": search_key_dict(space.search),
+        }
     )
+
+
+# The search settings a sweep key (and an Optuna study's name) hashes, by the trial-key rule (spec.key_dict):
+# the fields SearchConfig had when the first keys were written, and any field added since only when it is set.
+SEARCH_KEY_FIELDS_V1 = frozenset({"kind", "trials_per_cell", "sampler", "lr_range"})
+
+
+def search_key_dict(search: SearchConfig, exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The search settings that name a sweep (`exclude`: fields that must not, e.g. the Optuna budget)."""
+    defaults = search.model_construct()  # every field at its default
+    return {
+        name: value
+        for name, value in search.model_dump().items()
+        if name not in exclude and (name in SEARCH_KEY_FIELDS_V1 or value != getattr(defaults, name))
+    }
 
 
 def count_trials(space: Space) -> dict[str, int]:

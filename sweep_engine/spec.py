@@ -3,7 +3,8 @@
 `config.py` validates a search-space file; `space.expand()` turns it into a list of `TrialSpec`s. Everything
 downstream (data, training loop, sweep, tracking, ledger) speaks only these frozen dataclasses, so the middle
 of the engine never sees YAML or pydantic. A spec's `key()` is a hash of its canonical JSON: the same spec
-always names the same checkpoint directory, ledger row and MLflow run (no timestamps anywhere).
+always names the same checkpoint directory, ledger row and MLflow run (no timestamps anywhere). Which fields
+enter that hash follows one written rule (`key_dict`, and docs/architecture.md, "What changes a trial key").
 """
 
 from __future__ import annotations
@@ -17,26 +18,37 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+# The status of a trial's run, in the ledger, in MLflow and in the driver (MLflow's own words for them).
+RUNNING, FINISHED, FAILED, KILLED = "RUNNING", "FINISHED", "FAILED", "KILLED"
+TERMINAL = (FINISHED, FAILED, KILLED)
+
 Stage = Literal["pretrain", "transfer"]
 Init = Literal["scratch", "finetune"]
 StopReason = Literal["overfit", "budget", "diverged", "plateau"]
 FailureReason = Literal["oom", "diverged", "config", "crash"]
 
 
+CorpusKind = Literal["builtin", "path", "hf"]
+CORPUS_KINDS: tuple[CorpusKind, ...] = ("builtin", "path", "hf")
+# The words trial keys and data caches were first written with; they keep them, so that renaming the kinds to
+# the space file's words (`builtin`, `path`, `hf`) moved no key and rebuilt no cache.
+CORPUS_KIND_IN_KEYS = {"builtin": "bible", "path": "text", "hf": "hf"}
+
+
 @dataclass(frozen=True)
 class CorpusSpec:
-    """Where a language's text comes from.
+    """Where a language's text comes from; `kind` is the space file's key that named the source.
 
-    kind "bible": the built-in verse-aligned parallel Bible (see sweep_engine.data.corpora).
-    kind "text": a local .txt (one document per blank-line-separated paragraph), .jsonl or .parquet file.
+    kind "builtin": the built-in verse-aligned parallel Bible (see sweep_engine.data.corpora).
+    kind "path": a local .txt (one document per blank-line-separated paragraph), .jsonl or .parquet file.
     kind "hf": a Hugging Face dataset name loaded through `datasets` (streamed).
     """
 
-    kind: Literal["bible", "text", "hf"]
+    kind: CorpusKind
     language: str  # ISO 639-1 code: en, zh, es, de, ...
-    translations: tuple[str, ...] = ()  # bible: translation ids, e.g. ("web", "kjv", "bbe")
-    part: Literal["ot", "nt", "all"] = "all"  # bible: Old Testament, New Testament or both
-    path: str | None = None  # text: local file
+    translations: tuple[str, ...] = ()  # builtin: translation ids, e.g. ("web", "kjv", "bbe")
+    part: Literal["ot", "nt", "all"] = "all"  # builtin: Old Testament, New Testament or both
+    path: str | None = None  # path: local file
     name: str | None = None  # hf: dataset name
     config: str | None = None  # hf: dataset config
     split: str = "train"  # hf: split
@@ -135,12 +147,10 @@ class TrialSpec:
         return _trial_spec_from_dict(d)
 
     def key(self) -> str:
-        """Hash of everything that changes the result. The sweep's name and the resources are left out: the
-        same run asked for by two spaces (the shared English pre-training) is one run, wherever it is placed."""
-        d = self.to_dict()
-        d.pop("sweep")
-        d.pop("resources")
-        return content_hash(d)
+        """Hash of everything that changes the result (`key_dict`). The sweep's name and the resources are left
+        out: the same run asked for by two spaces (the shared English pre-training) is one run, wherever it is
+        placed."""
+        return content_hash(key_dict(self))
 
 
 def content_hash(obj: Any, length: int = 12) -> str:
@@ -149,15 +159,120 @@ def content_hash(obj: Any, length: int = 12) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
+# ------------------------------------------------------------------------------------------------ trial keys
+
+# The rule: a spec's key is the hash of its key dict, which holds
+#   - every field of KEY_FIELDS_V1, the fields each spec had when the first keys were written (2c1c91b), and
+#   - any other field only when its value differs from the field's default,
+# recursively, minus NOT_IN_KEY. So adding a field with a default that keeps today's behaviour leaves every key
+# (every finished result, checkpoint and MLflow run) where it was, and the runs that set it are new runs.
+KEY_FIELDS_V1: dict[str, frozenset[str]] = {
+    "TrialSpec": frozenset(
+        [
+            "sweep",
+            "stage",
+            "language",
+            "init",
+            "model",
+            "data",
+            "context",
+            "batch_tokens",
+            "lr",
+            "schedule",
+            "stopping",
+            "seed",
+            "weight_decay",
+            "micro_batch_tokens",
+            "init_from",
+            "resources",
+        ]
+    ),
+    "CorpusSpec": frozenset(
+        [
+            "kind",
+            "language",
+            "translations",
+            "part",
+            "path",
+            "name",
+            "config",
+            "split",
+            "text_field",
+            "max_chars",
+            "simplified",
+        ]
+    ),
+    "TokenizerSpec": frozenset(["kind", "vocab_size", "corpus", "vocab_file", "merges_file"]),
+    "DataSpec": frozenset(["corpus", "tokenizer", "d_f", "val_size", "val_unit", "split_seed", "extra_val"]),
+    "ModelShape": frozenset(["name", "n_layer", "d_model"]),
+    "ScheduleSpec": frozenset(["kind", "warmup_steps", "decay_floor"]),
+    "StoppingSpec": frozenset(
+        ["eval_interval_tokens", "token_cap", "patience", "min_delta", "diverge_factor"]
+    ),
+    "ResourceSpec": frozenset(["cpus", "gpus", "workers"]),
+}
+# Where a run is placed, not what it computes.
+NOT_IN_KEY = {"TrialSpec": frozenset({"sweep", "resources"})}
+
+
+def key_dict(obj: Any) -> Any:
+    """The part of a spec (or of any value inside one) that its key hashes; see the rule above.
+
+    Tuples become lists (as in JSON), and a corpus kind is written in the words keys were first written with.
+    """
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        name = type(obj).__name__
+        v1, skip = KEY_FIELDS_V1.get(name, frozenset()), NOT_IN_KEY.get(name, frozenset())
+        out = {}
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if f.name in skip or (f.name not in v1 and _is_default(f, value)):
+                continue
+            out[f.name] = key_dict(value)
+        if isinstance(obj, CorpusSpec):
+            out["kind"] = CORPUS_KIND_IN_KEYS[obj.kind]
+        return out
+    if isinstance(obj, (list, tuple)):
+        return [key_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: key_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def _is_default(f: dataclasses.Field[Any], value: Any) -> bool:
+    if f.default is not dataclasses.MISSING:
+        return bool(value == f.default)
+    if f.default_factory is not dataclasses.MISSING:
+        return bool(value == f.default_factory())
+    return False  # a field without a default is always part of what a run computes
+
+
+def same_tokenizer(a: TokenizerSpec | dict[str, Any], b: TokenizerSpec | dict[str, Any]) -> bool:
+    """Whether two tokenizer specs (or their dicts, e.g. from an older checkpoint's trial_spec.json) name the
+    same tokenizer, by the trial-key rule: a field added since, at its default, is no difference."""
+
+    def spec(t: TokenizerSpec | dict[str, Any]) -> TokenizerSpec:
+        return t if isinstance(t, TokenizerSpec) else _tokenizer(t)
+
+    return bool(key_dict(spec(a)) == key_dict(spec(b)))
+
+
+# Corpus kinds as written before they took the space file's words (a trial_spec.json of an older checkpoint).
+_KIND_FROM_OLD_WORDS = {old: new for new, old in CORPUS_KIND_IN_KEYS.items()}
+
+
 def _corpus(d: dict[str, Any]) -> CorpusSpec:
-    return CorpusSpec(**{**d, "translations": tuple(d.get("translations", ()))})
+    kind = _KIND_FROM_OLD_WORDS.get(d["kind"], d["kind"])
+    return CorpusSpec(**{**d, "kind": kind, "translations": tuple(d.get("translations", ()))})
+
+
+def _tokenizer(d: dict[str, Any]) -> TokenizerSpec:
+    return TokenizerSpec(**{**d, "corpus": _corpus(d["corpus"]) if d.get("corpus") else None})
 
 
 def _trial_spec_from_dict(d: dict[str, Any]) -> TrialSpec:
     data = dict(d["data"])
-    tok = dict(data["tokenizer"])
-    tok["corpus"] = _corpus(tok["corpus"]) if tok.get("corpus") else None
-    data["tokenizer"] = TokenizerSpec(**tok)
+    data["tokenizer"] = _tokenizer(data["tokenizer"])
     data["corpus"] = _corpus(data["corpus"])
     data["extra_val"] = tuple((name, _corpus(c)) for name, c in data.get("extra_val", ()))
     return TrialSpec(
@@ -199,7 +314,7 @@ class EvalPoint:
 
 @dataclass
 class TrialResult:
-    """Everything one finished run records (SCIENCE.md, 'Quantities')."""
+    """Everything one finished run records (its columns of the ledger: docs/ledger.md)."""
 
     n_params: int  # exact non-embedding parameters
     n_params_estimate: int  # 12 n_layer d_model^2

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-RUNNING, FINISHED, FAILED, KILLED = "RUNNING", "FINISHED", "FAILED", "KILLED"
+from sweep_engine.spec import KILLED, RUNNING, TERMINAL
+
 PARENT = "parent"  # tag run_kind of a stage's parent run
 TRIAL = "trial"  # tag run_kind of a trial's run
 
@@ -322,4 +323,4 @@ def log_report(uri: str, experiment: str, report_dir: Path) -> list[str]:
 
 def terminal(statuses: Iterable[str]) -> bool:
     """True when no status is RUNNING (or SCHEDULED)."""
-    return all(s in (FINISHED, FAILED, KILLED) for s in statuses)
+    return all(s in TERMINAL for s in statuses)

@@ -8,10 +8,10 @@ import re
 import threading
 from pathlib import Path
 
-from sweep_engine.ledger import COLUMNS, FAILED, FINISHED, Ledger, read_ledger, trial_row
+from sweep_engine.ledger import COLUMNS, Ledger, read_ledger, trial_row
 from sweep_engine.space import transfer_trials
-from sweep_engine.spec import EvalPoint, TrialResult
-from tests.test_sweep import space_dict, write_space
+from sweep_engine.spec import FAILED, FINISHED, EvalPoint, TrialResult
+from tests.tiny_sweep import space_dict, write_space
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -7,12 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from sweep_engine.spec import FAILED, FINISHED, KILLED, RUNNING
 from sweep_engine.tracking import (
-    FAILED,
-    FINISHED,
-    KILLED,
     PARENT,
-    RUNNING,
     TRIAL,
     InMemoryTracker,
     MlflowTracker,
@@ -22,7 +19,7 @@ from sweep_engine.tracking import (
     flatten,
     reconcile_running,
 )
-from tests.test_sweep import mlflow_template
+from tests.tiny_sweep import mlflow_template
 
 
 def test_flatten_uses_dotted_names_and_strings() -> None:

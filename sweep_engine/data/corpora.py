@@ -17,7 +17,7 @@ import itertools
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +25,7 @@ import numpy as np
 
 from sweep_engine.data import bible
 from sweep_engine.errors import DataError
-from sweep_engine.spec import CorpusSpec
+from sweep_engine.spec import CORPUS_KIND_IN_KEYS, CorpusSpec
 
 TEXT_SUFFIXES = (".txt", ".jsonl", ".parquet")
 
@@ -88,6 +88,40 @@ class UnitBatch:
     keys: np.ndarray  # int64: hold-out key (Bible: verse id; other corpora: document index)
 
 
+# ------------------------------------------------------------------------------------------------ readers
+
+
+@dataclass(frozen=True)
+class Reader:
+    """How one kind of corpus is read: the one place a new corpus source plugs in (an entry of READERS).
+
+    Attributes:
+        check: Raise DataError when the corpus cannot be reached (before any trial starts).
+        identity: What identifies its content beyond language and options, for cache keys.
+        unit_batches: Its units in source order, in batches of about `batch_chars` characters.
+        holdout_candidates: The sorted keys that may be held out, given the keys of all its units.
+        describe: A short description for messages.
+    """
+
+    check: Callable[[CorpusSpec], None]
+    identity: Callable[[CorpusSpec], dict[str, object]]
+    unit_batches: Callable[[CorpusSpec, int], Iterator[UnitBatch]]
+    holdout_candidates: Callable[[CorpusSpec, np.ndarray], np.ndarray]
+    describe: Callable[[CorpusSpec], str]
+
+
+def reader(corpus: CorpusSpec) -> Reader:
+    """The reader of the corpus's kind.
+
+    Raises:
+        DataError: an unknown kind.
+    """
+    try:
+        return READERS[corpus.kind]
+    except KeyError:
+        raise DataError(f"corpus kind must be one of {list(READERS)}, but got {corpus.kind!r}") from None
+
+
 def check_corpus(corpus: CorpusSpec) -> None:
     """Fail fast, before any trial starts, when a corpus cannot be reached.
 
@@ -97,21 +131,7 @@ def check_corpus(corpus: CorpusSpec) -> None:
     """
     if corpus.max_chars is not None and corpus.max_chars <= 0:
         raise DataError(f"max_chars must be positive, but got {corpus.max_chars}")
-    if corpus.kind == "bible":
-        bible.part_mask(np.zeros(0, dtype=np.int64), corpus.part)  # checks the part name
-        for t in bible.resolve_translations(corpus.language, corpus.translations):
-            bible.require(t)
-    elif corpus.kind in ("text", "hf"):
-        _first_document(corpus)
-    else:
-        raise DataError(f"corpus kind must be one of ['bible', 'text', 'hf'], but got {corpus.kind!r}")
-
-
-def _first_document(corpus: CorpusSpec) -> None:
-    try:
-        next(iter_documents(corpus))
-    except StopIteration:
-        raise DataError(f"corpus {describe(corpus)} has no non-empty document") from None
+    reader(corpus).check(corpus)
 
 
 def fingerprint(corpus: CorpusSpec) -> dict[str, object]:
@@ -119,26 +139,16 @@ def fingerprint(corpus: CorpusSpec) -> dict[str, object]:
 
     Built-in: the spec and the package versions. Local file: the spec, its size and modification time
     (hashing gigabytes on every trial would cost more than the trial's data loading). Hugging Face: the spec.
+    The kind is written in the words the caches were first named with, so existing caches stay valid.
     """
+    identity = reader(corpus).identity(corpus)
     fp: dict[str, object] = {
-        "kind": corpus.kind,
+        "kind": CORPUS_KIND_IN_KEYS[corpus.kind],
         "language": corpus.language,
         "max_chars": corpus.max_chars,
         "simplified": corpus.simplified,
     }
-    if corpus.kind == "bible":
-        translations = bible.resolve_translations(corpus.language, corpus.translations)
-        fp.update(
-            translations=list(translations),
-            part=corpus.part,
-            versions=[bible.package_version(t) for t in translations],
-        )
-    elif corpus.kind == "text":
-        path = _local_path(corpus)
-        st = path.stat()
-        fp.update(path=str(path.resolve()), size=st.st_size, mtime_ns=st.st_mtime_ns, field=corpus.text_field)
-    else:
-        fp.update(name=corpus.name, config=corpus.config, split=corpus.split, field=corpus.text_field)
+    fp.update(identity)
     return fp
 
 
@@ -149,31 +159,35 @@ def iter_unit_batches(corpus: CorpusSpec, batch_chars: int = 1 << 22) -> Iterato
     Raises:
         DataError: the corpus cannot be read.
     """
-    if corpus.kind == "bible":
-        yield from _bible_batches(corpus, batch_chars)
-        return
-    texts: list[str] = []
-    start = size = 0
-    for doc in iter_documents(corpus):
-        texts.append(doc)
-        size += len(doc)
-        if size >= batch_chars:
-            yield _doc_batch(texts, start)
-            start, texts, size = start + len(texts), [], 0
-    if texts:
-        yield _doc_batch(texts, start)
-
-
-def _doc_batch(texts: list[str], start: int) -> UnitBatch:
-    idx = np.arange(start, start + len(texts), dtype=np.int64)
-    return UnitBatch(texts=texts, groups=idx, keys=idx)
+    return reader(corpus).unit_batches(corpus, batch_chars)
 
 
 def holdout_candidates(corpus: CorpusSpec, keys: np.ndarray) -> np.ndarray:
     """The sorted keys that may be held out for validation, given the keys of all units of the corpus."""
-    if corpus.kind == "bible":
-        return bible.candidate_codes(keys)
-    return np.unique(keys)
+    return reader(corpus).holdout_candidates(corpus, keys)
+
+
+def describe(corpus: CorpusSpec) -> str:
+    """A short human description of a corpus, for messages: e.g. "bible en web+kjv ot"."""
+    return reader(corpus).describe(corpus)
+
+
+# ---- builtin: the parallel Bible
+
+
+def _bible_check(corpus: CorpusSpec) -> None:
+    bible.part_mask(np.zeros(0, dtype=np.int64), corpus.part)  # checks the part name
+    for t in bible.resolve_translations(corpus.language, corpus.translations):
+        bible.require(t)
+
+
+def _bible_identity(corpus: CorpusSpec) -> dict[str, object]:
+    translations = bible.resolve_translations(corpus.language, corpus.translations)
+    return {
+        "translations": list(translations),
+        "part": corpus.part,
+        "versions": [bible.package_version(t) for t in translations],
+    }
 
 
 def _bible_batches(corpus: CorpusSpec, batch_chars: int) -> Iterator[UnitBatch]:
@@ -207,27 +221,30 @@ def _cut(codes: np.ndarray, texts: list[str], budget: int) -> tuple[np.ndarray, 
     return codes[: len(out)], out, budget
 
 
+def _bible_candidates(corpus: CorpusSpec, keys: np.ndarray) -> np.ndarray:
+    return bible.candidate_codes(keys)
+
+
+def _bible_describe(corpus: CorpusSpec) -> str:
+    translations = "+".join(corpus.translations) or "default"
+    return f"bible {corpus.language} {translations} {corpus.part}" + (
+        " simplified" if corpus.simplified else ""
+    )
+
+
+# ---- path and hf: documents (a unit is a document; key and group are its index)
+
+
 def iter_documents(corpus: CorpusSpec) -> Iterator[str]:
-    """Non-empty documents of a user corpus ("text" or "hf"), stopping at `max_chars` characters.
+    """Non-empty documents of a user corpus ("path" or "hf"), stopping at `max_chars` characters.
 
     Raises:
         DataError: the file or dataset cannot be opened, or lacks the text field.
     """
-    if corpus.kind == "text":
-        path = _local_path(corpus)
-        suffix = path.suffix.lower()
-        if suffix == ".txt":
-            docs = _txt_documents(path)
-        elif suffix == ".jsonl":
-            docs = _jsonl_documents(path, corpus.text_field)
-        else:
-            docs = _parquet_documents(path, corpus.text_field)
-    elif corpus.kind == "hf":
-        docs = _hf_documents(corpus)
-    else:
-        raise DataError(f"iter_documents reads 'text' and 'hf' corpora, not {corpus.kind!r}")
+    if corpus.kind not in _DOCUMENTS:
+        raise DataError(f"iter_documents reads {list(_DOCUMENTS)} corpora, not {corpus.kind!r}")
     budget = corpus.max_chars
-    for doc in docs:
+    for doc in _DOCUMENTS[corpus.kind](corpus):
         doc = doc.strip()
         if not doc:
             continue
@@ -239,21 +256,71 @@ def iter_documents(corpus: CorpusSpec) -> Iterator[str]:
             return
 
 
-def describe(corpus: CorpusSpec) -> str:
-    """A short human description of a corpus, for messages: e.g. "bible en web+kjv ot"."""
-    if corpus.kind == "text":
-        return f"file {corpus.path!r}"
-    if corpus.kind == "hf":
-        return f"Hugging Face dataset {corpus.name!r} (config {corpus.config!r}, split {corpus.split!r})"
-    translations = "+".join(corpus.translations) or "default"
-    return f"bible {corpus.language} {translations} {corpus.part}" + (
-        " simplified" if corpus.simplified else ""
-    )
+def _first_document(corpus: CorpusSpec) -> None:
+    try:
+        next(iter_documents(corpus))
+    except StopIteration:
+        raise DataError(f"corpus {describe(corpus)} has no non-empty document") from None
+
+
+def _document_batches(corpus: CorpusSpec, batch_chars: int) -> Iterator[UnitBatch]:
+    texts: list[str] = []
+    start = size = 0
+    for doc in iter_documents(corpus):
+        texts.append(doc)
+        size += len(doc)
+        if size >= batch_chars:
+            yield _doc_batch(texts, start)
+            start, texts, size = start + len(texts), [], 0
+    if texts:
+        yield _doc_batch(texts, start)
+
+
+def _doc_batch(texts: list[str], start: int) -> UnitBatch:
+    idx = np.arange(start, start + len(texts), dtype=np.int64)
+    return UnitBatch(texts=texts, groups=idx, keys=idx)
+
+
+def _every_key(corpus: CorpusSpec, keys: np.ndarray) -> np.ndarray:
+    return np.unique(keys)
+
+
+def _path_identity(corpus: CorpusSpec) -> dict[str, object]:
+    path = _local_path(corpus)
+    st = path.stat()
+    return {
+        "path": str(path.resolve()),
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "field": corpus.text_field,
+    }
+
+
+def _path_documents(corpus: CorpusSpec) -> Iterator[str]:
+    path = _local_path(corpus)
+    suffix = path.suffix.lower()
+    if suffix == ".txt":
+        return _txt_documents(path)
+    if suffix == ".jsonl":
+        return _jsonl_documents(path, corpus.text_field)
+    return _parquet_documents(path, corpus.text_field)
+
+
+def _path_describe(corpus: CorpusSpec) -> str:
+    return f"file {corpus.path!r}"
+
+
+def _hf_identity(corpus: CorpusSpec) -> dict[str, object]:
+    return {"name": corpus.name, "config": corpus.config, "split": corpus.split, "field": corpus.text_field}
+
+
+def _hf_describe(corpus: CorpusSpec) -> str:
+    return f"Hugging Face dataset {corpus.name!r} (config {corpus.config!r}, split {corpus.split!r})"
 
 
 def _local_path(corpus: CorpusSpec) -> Path:
     if not corpus.path:
-        raise DataError("a corpus of kind 'text' needs `path`, but got none")
+        raise DataError("a corpus of kind 'path' needs `path`, but got none")
     path = Path(os.path.expanduser(corpus.path))
     if path.suffix.lower() not in TEXT_SUFFIXES:
         raise DataError(f"corpus file {corpus.path!r} must end in one of {TEXT_SUFFIXES}")
@@ -332,3 +399,13 @@ def _hf_documents(corpus: CorpusSpec) -> Iterator[str]:
         text = row.get(corpus.text_field)
         if isinstance(text, str):
             yield text
+
+
+_DOCUMENTS: dict[str, Callable[[CorpusSpec], Iterator[str]]] = {"path": _path_documents, "hf": _hf_documents}
+
+# Kind -> reader: the space file's source keys (config.CorpusConfig), one entry each.
+READERS: dict[str, Reader] = {
+    "builtin": Reader(_bible_check, _bible_identity, _bible_batches, _bible_candidates, _bible_describe),
+    "path": Reader(_first_document, _path_identity, _document_batches, _every_key, _path_describe),
+    "hf": Reader(_first_document, _hf_identity, _document_batches, _every_key, _hf_describe),
+}

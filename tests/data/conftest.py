@@ -8,7 +8,7 @@ import pytest
 
 from sweep_engine.spec import CorpusSpec, TokenizerSpec
 
-EN_NT = CorpusSpec(kind="bible", language="en", part="nt")
+EN_NT = CorpusSpec(kind="builtin", language="en", part="nt")
 
 
 def write_text_corpus(path: Path, n_docs: int = 60, seed: int = 0) -> Path:
@@ -40,7 +40,7 @@ def en_tok_spec() -> TokenizerSpec:
 @pytest.fixture(scope="session")
 def text_corpus(tmp_path_factory: pytest.TempPathFactory) -> CorpusSpec:
     path = write_text_corpus(tmp_path_factory.mktemp("corpus") / "docs.txt", n_docs=80)
-    return CorpusSpec(kind="text", language="xx", path=str(path))
+    return CorpusSpec(kind="path", language="xx", path=str(path))
 
 
 @pytest.fixture(scope="session")

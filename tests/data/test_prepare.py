@@ -20,7 +20,7 @@ LANGS = ("en", "es", "de", "zh")
 
 
 def _nt(lang: str) -> CorpusSpec:
-    return CorpusSpec(kind="bible", language=lang, part="nt")
+    return CorpusSpec(kind="builtin", language=lang, part="nt")
 
 
 def _bible_data(tok: TokenizerSpec, lang: str, d_f: int | None, **kw: object) -> DataSpec:
@@ -115,7 +115,7 @@ def test_validation_in_tokens(text_data: DataSpec, cache_dir: Path) -> None:
 def test_prepare_data_builds_everything_and_reports_tokens_per_char(
     tmp_path: Path, en_tok_spec: TokenizerSpec, cache_dir: Path
 ) -> None:
-    corpus = CorpusSpec(kind="text", language="xx", path=str(write_text_corpus(tmp_path / "c.txt", 30)))
+    corpus = CorpusSpec(kind="path", language="xx", path=str(write_text_corpus(tmp_path / "c.txt", 30)))
     tok = TokenizerSpec(kind="bpe", vocab_size=280, corpus=corpus)
     specs = [DataSpec(corpus=corpus, tokenizer=tok, d_f=d, val_size=3) for d in (100, 200, 100)]
     calls: list[tuple[int, int, str]] = []
@@ -123,7 +123,7 @@ def test_prepare_data_builds_everything_and_reports_tokens_per_char(
     assert calls[-1][:2] == (2, 2)  # two distinct specs
     assert len(reports) == 1 and reports[0].language == "xx" and 0 < reports[0].tokens_per_char < 1.5
     bad = DataSpec(
-        corpus=CorpusSpec(kind="text", language="xx", path=str(tmp_path / "gone.txt")),
+        corpus=CorpusSpec(kind="path", language="xx", path=str(tmp_path / "gone.txt")),
         tokenizer=tok,
         d_f=1,
         val_size=1,

@@ -40,7 +40,9 @@ def test_bpe_is_cached_by_corpus_and_settings(
     monkeypatch.setattr(tokmod, "train_bpe", no_training)
     load_tokenizer(en_tok_spec, cache_dir)
     other_vocab = TokenizerSpec(kind="bpe", vocab_size=2048, corpus=en_tok_spec.corpus)
-    other_corpus = TokenizerSpec(kind="bpe", vocab_size=1024, corpus=CorpusSpec(kind="bible", language="de"))
+    other_corpus = TokenizerSpec(
+        kind="bpe", vocab_size=1024, corpus=CorpusSpec(kind="builtin", language="de")
+    )
     keys = {tokmod.tokenizer_key(s) for s in (en_tok_spec, other_vocab, other_corpus)}
     assert len(keys) == 3
 
@@ -58,7 +60,9 @@ def test_gpt2_style_files_load_with_the_same_encoding(en_tok: Tokenizer, tmp_pat
 
 def test_bad_tokenizer_specs(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="vocab_size >= 257 must hold"):
-        load_tokenizer(TokenizerSpec(kind="bpe", vocab_size=100, corpus=CorpusSpec("bible", "en")), tmp_path)
+        load_tokenizer(
+            TokenizerSpec(kind="bpe", vocab_size=100, corpus=CorpusSpec("builtin", "en")), tmp_path
+        )
     with pytest.raises(DataError, match="needs `corpus`"):
         load_tokenizer(TokenizerSpec(kind="bpe"), tmp_path)
 
@@ -73,9 +77,9 @@ def test_encode_documents_matches_encode_batch(en_tok: Tokenizer) -> None:
 
 
 def test_tokens_per_char_shows_the_cost_of_an_english_tokenizer(en_tok: Tokenizer) -> None:
-    en = tokens_per_char(en_tok, CorpusSpec(kind="bible", language="en", part="nt"), max_chars=200_000)
-    de = tokens_per_char(en_tok, CorpusSpec(kind="bible", language="de", part="nt"), max_chars=200_000)
-    zh = tokens_per_char(en_tok, CorpusSpec(kind="bible", language="zh", part="nt"), max_chars=50_000)
+    en = tokens_per_char(en_tok, CorpusSpec(kind="builtin", language="en", part="nt"), max_chars=200_000)
+    de = tokens_per_char(en_tok, CorpusSpec(kind="builtin", language="de", part="nt"), max_chars=200_000)
+    zh = tokens_per_char(en_tok, CorpusSpec(kind="builtin", language="zh", part="nt"), max_chars=50_000)
     assert 0.2 < en < 0.4
     assert en < de < 1.0
     # Byte-level BPE without Chinese merges: one token per UTF-8 byte, three bytes per CJK character.

@@ -1,0 +1,174 @@
+"""What a trial leaves in its workdir, each file written atomically (temporary file, then os.replace).
+
+- workdir/best/: the best model so far, `save_pretrained`, loadable with transformers alone (plus
+  trial_spec.json, the spec that trained it, so that fine-tuning can tell tokenizers apart).
+- workdir/state.pt: the resumable state, rewritten at evaluations; removed once the result is written.
+- workdir/result.json: TrialResult.to_dict(); the run is finished, a relaunch returns it without training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+from sweep_engine.data.batches import BatchSource
+from sweep_engine.errors import ConfigError
+from sweep_engine.spec import RESULT_FILE, EvalPoint, StopReason, TrialResult, read_result
+
+BEST_DIR = "best"
+STATE_FILE = "state.pt"
+SPEC_FILE = "trial_spec.json"
+
+
+def _tmp(path: Path) -> Path:
+    # The pid keeps two writers (which should never happen) from clobbering each other's temporary file.
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` so a reader sees the old file or the new one, never half of one."""
+    tmp = _tmp(path)
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """`torch.save` to `path` atomically."""
+    tmp = _tmp(path)
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def save_best(model: PreTrainedModel, workdir: Path, spec_dict: dict[str, Any]) -> None:
+    """Save `model` as workdir/best (save_pretrained) with the spec that trained it.
+
+    Written to a sibling directory first and swapped in, so a crash mid-save leaves the previous best intact.
+    """
+    best = workdir / BEST_DIR
+    tmp = workdir / f".{BEST_DIR}.tmp"
+    old = workdir / f".{BEST_DIR}.old"
+    for d in (tmp, old):
+        shutil.rmtree(d, ignore_errors=True)
+    model.save_pretrained(tmp)
+    (tmp / SPEC_FILE).write_text(json.dumps(spec_dict, sort_keys=True, indent=1))
+    if best.exists():
+        os.replace(best, old)
+    os.replace(tmp, best)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def rng_states() -> dict[str, Any]:
+    """Every RNG a run touches (torch CPU and CUDA, numpy's global, Python's)."""
+    states: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    """Restore what `rng_states()` captured."""
+    torch.set_rng_state(states["torch"])
+    np.random.set_state(states["numpy"])
+    random.setstate(states["python"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def load_state(workdir: Path) -> dict[str, Any] | None:
+    """The resumable state in workdir/state.pt, or None when there is none."""
+    path = workdir / STATE_FILE
+    if not path.exists():
+        return None
+    # weights_only=False: the state holds numpy and Python RNG states; the file is our own, written by this run.
+    state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
+    return state
+
+
+def write_result(workdir: Path, result: TrialResult) -> None:
+    """Write workdir/result.json atomically and drop the resumable state, which is no longer needed."""
+    atomic_write_text(workdir / RESULT_FILE, json.dumps(result.to_dict(), indent=1))
+    (workdir / STATE_FILE).unlink(missing_ok=True)
+
+
+# The finished result in workdir/result.json, or None (defined in spec.py, where torch-free readers find it).
+load_result = read_result
+
+
+@dataclass
+class RunProgress:
+    """Where a run stands: everything besides weights, optimizer and data position that a resume needs."""
+
+    step: int = 0
+    curve: list[EvalPoint] = field(default_factory=list)
+    best_val_loss: float = math.inf
+    tokens_at_best: int = 0
+    best_extra_val_loss: dict[str, float] = field(default_factory=dict)
+    wait: int = 0  # evaluations since the last improvement of at least min_delta
+    stop_reason: StopReason | None = None  # set at the evaluation that ends the run
+    zero_shot_loss: float | None = None
+    zero_shot_extra_val_loss: dict[str, float] = field(default_factory=dict)
+    wall_s: float = 0.0  # wall time of earlier sessions of this trial
+    train_s: float = 0.0  # training time only (no evaluation, no checkpoints), for throughput
+
+
+def save_state(
+    workdir: Path,
+    spec_key: str,
+    lm: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: BatchSource,
+    progress: RunProgress,
+) -> None:
+    """Write workdir/state.pt atomically: model, optimizer, batch position, RNG states and progress.
+
+    There is no scheduler state: the LR is a pure function of the step (sweep_engine.training.schedule).
+    """
+    state = {
+        "spec_key": spec_key,
+        "model": lm.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": {"step": progress.step},
+        "batches": batches.state_dict(),
+        "rng": rng_states(),
+        "progress": dataclasses.asdict(progress),
+    }
+    atomic_torch_save(state, workdir / STATE_FILE)
+
+
+def restore_state(
+    state: dict[str, Any],
+    spec_key: str,
+    lm: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: BatchSource,
+) -> RunProgress:
+    """Load a `save_state` state into the model, optimizer, batch source and RNGs; return the progress.
+
+    Raises:
+        ConfigError: If the state was written by another trial.
+    """
+    if state["spec_key"] != spec_key:
+        raise ConfigError(f"state.pt belongs to trial {state['spec_key']}, not to trial {spec_key}")
+    lm.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    batches.load_state_dict(state["batches"])
+    set_rng_states(state["rng"])
+    progress = RunProgress(**state["progress"])
+    progress.curve = [EvalPoint(**p) for p in state["progress"]["curve"]]
+    return progress

@@ -1,0 +1,267 @@
+"""The training loop of one trial, as a plain function (no Ray): `run_trial(spec, reporter, workdir=...)`.
+
+It reads top to bottom: settings and checks, data, model, optimizer, resume, then the loop, which trains one
+optimizer step of `spec.batch_tokens` tokens at a time and every `eval_interval_tokens` evaluates, checkpoints,
+reports and decides whether to stop (overfit / plateau, budget, diverged). Under torch.distributed with
+world_size > 1 the same code runs once per rank with DDP; rank 0 alone writes files, every rank reports.
+
+The sweep layer talks to it only through `Reporter.report(metrics, checkpoint_dir)` and the workdir's files
+(see sweep_engine.training.checkpoint): a relaunch after a crash resumes from workdir/state.pt, and a relaunch after the
+end returns workdir/result.json without training.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from sweep_engine.data.batches import BatchSource
+from sweep_engine.errors import ConfigError, DataError
+from sweep_engine.spec import EvalPoint, Reporter, TrialData, TrialResult, TrialSpec
+from sweep_engine.training import checkpoint as ckpt
+from sweep_engine.training.checkpoint import load_result
+from sweep_engine.training.evaluate import eval_loss
+from sweep_engine.training.model import (
+    build_model,
+    count_non_embedding,
+    estimate_n,
+    flops_per_token,
+    load_pretrained,
+    resolve_shape,
+)
+from sweep_engine.training.schedule import check_schedule, lr_at
+from sweep_engine.training.step import (
+    GRAD_CLIP,
+    NextTokenLoss,
+    batch_geometry,
+    build_optimizer,
+    measure_throughput,
+    train_step,
+)
+from sweep_engine.training.stopping import record_eval
+
+__all__ = [
+    "GRAD_CLIP",
+    "NextTokenLoss",
+    "batch_geometry",
+    "build_optimizer",
+    "load_result",
+    "measure_throughput",
+    "run_trial",
+    "train_step",
+]
+
+log = logging.getLogger(__name__)
+
+
+def run_trial(
+    spec: TrialSpec,
+    reporter: Reporter,
+    *,
+    workdir: Path,
+    data: TrialData | None = None,
+    init_dir: Path | None = None,
+    cache_dir: Path | None = None,
+    checkpoint_every: int = 1,
+) -> TrialResult:
+    """Train one trial to its overfitting point, token cap or divergence, and return what it recorded.
+
+    Args:
+        spec: The trial.
+        reporter: Receives metrics after every evaluation (all ranks); `checkpoint_dir` on rank 0 after a save.
+        workdir: The trial's directory: best/, state.pt and result.json (sweep_engine.training.checkpoint). Under DDP all
+            ranks must see the same directory.
+        data: The token arrays; None loads them with sweep_engine.data.load_trial_data(spec.data, cache_dir).
+        init_dir: finetune: the English model of the same shape (a save_pretrained directory).
+        cache_dir: Where load_trial_data caches tokenized data.
+        checkpoint_every: Write state.pt every this many evaluations (and always at the last one).
+
+    Returns:
+        The TrialResult (also written to workdir/result.json).
+
+    Raises:
+        ConfigError: For a spec that breaks a rule (batch geometry, schedule, missing init_dir, ...).
+        DataError: For token arrays too short or outside the vocabulary.
+    """
+    workdir = Path(workdir)
+    done = load_result(workdir)
+    if done is not None:
+        return done  # finished before: a relaunch must not retrain
+
+    # ---- settings: distributed, device, threads, batch geometry -------------------------------------------
+    ddp = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    rank, world = (dist.get_rank(), dist.get_world_size()) if ddp else (0, 1)
+    master = rank == 0  # only rank 0 writes files
+    if spec.resources.gpus > 0 and torch.cuda.is_available():
+        # One visible GPU per worker (Ray with isolated devices) -> 0; all of a node's GPUs visible (torchrun,
+        # Ray Train's default) -> the worker's LOCAL_RANK picks its own.
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    torch.set_num_threads(max(1, int(spec.resources.cpus)))
+    global_windows, _, accum = batch_geometry(spec, world)
+    check_schedule(spec.schedule)
+    stop = spec.stopping
+    max_steps = stop.token_cap // spec.batch_tokens  # the token cap, in steps: also the LR decay horizon
+    eval_every = max(1, stop.eval_interval_tokens // spec.batch_tokens)  # in whole steps; plus one at the cap
+    if max_steps < 1 or stop.patience < 1 or checkpoint_every < 1:
+        raise ConfigError(
+            "`stopping.token_cap >= batch_tokens`, `stopping.patience >= 1` and `checkpoint_every >= 1` must "
+            f"hold, but got (token_cap={stop.token_cap}, batch_tokens={spec.batch_tokens}, "
+            f"patience={stop.patience}, checkpoint_every={checkpoint_every})"
+        )
+    if spec.init == "finetune" and (init_dir is None or not Path(init_dir).is_dir()):
+        raise ConfigError(f"a finetune trial needs init_dir, an existing directory, but got {init_dir}")
+    # bf16 autocast and compilation pay off on GPUs; on the CPU they cost more than they save at these sizes.
+    use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    autocast: Callable[[], AbstractContextManager[object]] = (
+        partial(torch.autocast, device_type="cuda", dtype=torch.bfloat16) if use_bf16 else nullcontext
+    )
+
+    # ---- data -----------------------------------------------------------------------------------------------
+    if data is None:
+        # Imported here: callers that pass arrays (tests, benchmarks) never touch the corpus/tokenizer stack.
+        from sweep_engine.data import load_trial_data
+
+        if cache_dir is None:
+            raise ConfigError("run_trial needs `cache_dir` (the data caches) when `data` is not given")
+        data = load_trial_data(spec.data, Path(cache_dir))
+    for name, arr in {"train": data.train, "val": data.val, **data.extra_val}.items():
+        # Checked once here: an out-of-range id would otherwise surface as an opaque indexing error mid-run.
+        if len(arr) < 2 or int(arr.max()) >= data.vocab_size or int(arr.min()) < 0:
+            raise DataError(
+                f"token set {name!r} must hold >= 2 ids in [0, vocab_size={data.vocab_size}), but got "
+                f"{len(arr)} ids" + (f" in [{int(arr.min())}, {int(arr.max())}]" if len(arr) else "")
+            )
+    batches = BatchSource(data.train, spec.context, global_windows, spec.seed, rank, world)
+
+    # ---- model and optimizer --------------------------------------------------------------------------------
+    shape = resolve_shape(spec.model)
+    torch.manual_seed(spec.seed)
+    np.random.seed(spec.seed)
+    random.seed(spec.seed)
+    notes: list[str] = []
+    if spec.init == "finetune":
+        assert init_dir is not None
+        lm, notes = load_pretrained(Path(init_dir), shape, data.vocab_size, spec.context, spec.data.tokenizer)
+        for note in notes:
+            log.warning("%s (init_dir %s)", note, init_dir)
+    else:
+        lm = build_model(shape, data.vocab_size, spec.context)
+    nn.Module.to(lm, device)  # (via nn.Module: transformers' typing of .to() rejects a device)
+    n_params = count_non_embedding(lm)
+    optimizer = build_optimizer(lm, spec.lr, spec.weight_decay, device)
+    model: nn.Module = NextTokenLoss(lm)
+    if device.type == "cuda":
+        model = torch.compile(model)  # type: ignore[assignment]
+    if ddp:
+        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def evaluate(tokens: np.ndarray) -> float:
+        return eval_loss(lm, tokens, spec.context, device, autocast=autocast, rank=rank, world_size=world)
+
+    def evaluate_extra() -> dict[str, float]:
+        return {name: evaluate(arr) for name, arr in data.extra_val.items()}
+
+    # ---- resume, or start (a fine-tuned run first records its zero-shot losses) -------------------------------
+    state = ckpt.load_state(workdir)
+    if state is not None:
+        progress = ckpt.restore_state(state, spec.key(), lm, optimizer, batches)
+        del state  # the tensors are in the model and optimizer now; do not keep a second copy alive
+        log.info("trial %s resumes at step %d", spec.key(), progress.step)
+    else:
+        progress = ckpt.RunProgress()
+        if spec.init == "finetune":
+            progress.zero_shot_loss = evaluate(data.val)
+            progress.zero_shot_extra_val_loss = evaluate_extra()
+        if master:
+            workdir.mkdir(parents=True, exist_ok=True)
+    wall_offset = progress.wall_s - time.perf_counter()  # + perf_counter() = wall time over all sessions
+
+    # ---- the loop -------------------------------------------------------------------------------------------
+    evals = 0
+    train_loss_sum = torch.zeros((), device=device)
+    steps_since_eval = 0
+    t_train = time.perf_counter()
+    while progress.stop_reason is None and progress.step < max_steps:
+        lr = lr_at(progress.step, spec.lr, spec.schedule, max_steps)
+        windows = torch.from_numpy(batches.next_batch()).to(device, non_blocking=True)
+        train_loss_sum += train_step(model, optimizer, windows, lr, accum=accum, autocast=autocast)
+        progress.step += 1
+        steps_since_eval += 1
+        if progress.step % eval_every and progress.step < max_steps:
+            continue
+
+        # ---- evaluate, decide, checkpoint, report ----
+        if ddp:
+            dist.all_reduce(train_loss_sum)
+            train_loss_sum /= world
+        train_loss = float(train_loss_sum) / steps_since_eval  # the one host sync per evaluation
+        interval_s = time.perf_counter() - t_train
+        progress.train_s += interval_s
+        tokens = progress.step * spec.batch_tokens
+        point = EvalPoint(tokens, progress.step, evaluate(data.val), train_loss, lr, evaluate_extra())
+        new_best = record_eval(progress, point, stop, at_cap=progress.step >= max_steps)
+        if new_best and master:
+            ckpt.save_best(lm, workdir, spec.to_dict())
+        evals += 1
+        saved = master and (evals % checkpoint_every == 0 or progress.stop_reason is not None)
+        if saved:
+            progress.wall_s = wall_offset + time.perf_counter()
+            ckpt.save_state(workdir, spec.key(), lm, optimizer, batches, progress)
+        metrics = {
+            "tokens": tokens,
+            "step": progress.step,
+            "val_loss": point.val_loss,
+            "best_val_loss": progress.best_val_loss,
+            "train_loss": train_loss,
+            "lr": lr,
+            "tokens_per_s": steps_since_eval * spec.batch_tokens / max(interval_s, 1e-9),
+            **{f"extra_val_loss_{name}": loss for name, loss in point.extra_val_loss.items()},
+        }
+        if master:
+            log.info("trial %s step %d tokens %d val %.4f", spec.key(), progress.step, tokens, point.val_loss)
+        reporter.report(metrics, str(workdir) if saved else None)
+        train_loss_sum.zero_()
+        steps_since_eval = 0
+        t_train = time.perf_counter()
+
+    # ---- the result -----------------------------------------------------------------------------------------
+    tokens_seen = progress.step * spec.batch_tokens
+    result = TrialResult(
+        n_params=n_params,
+        n_params_estimate=estimate_n(shape),
+        d_f=len(data.train),
+        d_f_chars=data.train_chars,
+        best_val_loss=progress.best_val_loss,
+        tokens_at_best=progress.tokens_at_best,
+        tokens_seen=tokens_seen,
+        steps=progress.step,
+        flops=flops_per_token(n_params) * tokens_seen,
+        stop_reason=progress.stop_reason or "budget",
+        wall_s=wall_offset + time.perf_counter(),
+        tokens_per_s=tokens_seen / progress.train_s if progress.train_s > 0 else 0.0,
+        val_tokens_per_char=len(data.val) / data.val_chars if data.val_chars else 0.0,
+        curve=progress.curve,
+        zero_shot_loss=progress.zero_shot_loss,
+        best_extra_val_loss=progress.best_extra_val_loss,
+        zero_shot_extra_val_loss=progress.zero_shot_extra_val_loss,
+        notes=notes,
+    )
+    if master:
+        ckpt.write_result(workdir, result)
+    log.info("trial %s stopped (%s) at step %d", spec.key(), result.stop_reason, progress.step)
+    return result

@@ -1,0 +1,117 @@
+"""The cluster files validate against Ray's cluster-config schema, and a sweep runs on a two-node Ray cluster
+on this machine, losing its second node half-way."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pandas as pd
+import pytest
+import yaml
+
+from sweep_engine.space import expand
+from sweep_engine.spec import FINISHED
+from sweep_engine.sweep.jobs import SweepPaths
+from sweep_engine.tracking import TRIAL, MlflowTracker
+from tests.tiny_sweep import mlflow_template, shared_cache, space_dict, write_space
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def prepared(name: str) -> dict[str, Any]:
+    """What `ray up` validates: the file merged with the provider's defaults (no cloud calls)."""
+    from ray.autoscaler._private.util import prepare_config
+
+    return prepare_config(yaml.safe_load((REPO / name).read_text()))
+
+
+@pytest.mark.parametrize("name", ["cluster.yaml", "cluster-local.yaml"])
+def test_cluster_files_validate_against_rays_schema(name: str) -> None:
+    from ray.autoscaler._private.util import validate_config
+
+    config = prepared(name)
+    validate_config(config)
+    assert config["file_mounts"] == {"~/sweep-engine": "."}
+    commands = " ".join(config["setup_commands"] + config.get("initialization_commands", []))
+    assert "constraints.txt" in commands and "-e ~/sweep-engine" in commands
+    assert any("mlflow server" in c for c in config["head_start_ray_commands"])
+    assert "/mnt/shared" in yaml.safe_dump(config)  # the paper spaces' storage
+
+
+def test_aws_cluster_has_gpu_workers_and_a_cpu_head() -> None:
+    config = prepared("cluster.yaml")
+    types = config["available_node_types"]
+    assert types[config["head_node_type"]]["resources"]["GPU"] == 0
+    gpu_types = {t["node_config"]["InstanceType"] for t in types.values() if t["resources"].get("GPU", 0) > 0}
+    assert {"g5.2xlarge", "p4d.24xlarge"} <= gpu_types
+
+
+def test_the_validator_rejects_a_typo() -> None:
+    from ray.autoscaler._private.util import validate_config
+
+    config = copy.deepcopy(prepared("cluster.yaml"))
+    config["max_worker"] = 8
+    with pytest.raises(jsonschema.ValidationError):
+        validate_config(config)
+    for paper in sorted((REPO / "search_spaces" / "paper").glob("*.yaml")):
+        assert yaml.safe_load(paper.read_text())["storage"] == "/mnt/shared/results"
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_two_node_cluster_places_trials_on_both_and_survives_losing_one(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from ray.cluster_utils import Cluster
+
+    data = space_dict(
+        tmp_path / "results",
+        languages=("es",),
+        transfer={"stopping": {"eval_interval_tokens": 8192, "token_cap": 49152}},
+    )
+    space = write_space(
+        tmp_path / "c.yaml", data, shared_cache(tmp_path_factory), mlflow_template(tmp_path_factory)
+    )
+    paths, specs = SweepPaths.of(space), expand(space)
+    # Two raylets on loopback, one CPU each (a trial holds one): the head and a second node to lose.
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 1, "resources": {"node_a": 1}, "include_dashboard": False},
+    )
+    try:
+        second = cluster.add_node(num_cpus=1, resources={"node_b": 1})
+        cluster.wait_for_nodes()
+        cmd = [
+            sys.executable,
+            "-m",
+            "sweep_engine.cli",
+            "launch",
+            str(tmp_path / "c.yaml"),
+            "--address",
+            cluster.address,
+        ]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            done = [s for s in specs if (paths.workdir(s) / "result.json").exists()]
+            if len(done) >= 2 and any((paths.workdir(s) / "state.pt").exists() for s in specs):
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, "the sweep ended before the second node could be lost"
+        cluster.remove_node(second, allow_graceful=False)
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, out
+    finally:
+        cluster.shutdown()
+
+    ledger = pd.read_parquet(paths.ledger)
+    assert sorted(ledger.trial_key) == sorted(s.key() for s in specs) and set(ledger.status) == {FINISHED}
+    runs = MlflowTracker(space.tracking_uri, space.experiment_name).runs(TRIAL)
+    assert len(runs) == len(specs) and {r.status for r in runs} == {FINISHED}
+    assert len({r.tags["node_id"] for r in runs}) == 2  # trials ran on both nodes

@@ -1,0 +1,198 @@
+"""`sweep-engine launch / resume / status / ui`, and the failure drill: SIGKILL the launcher, relaunch."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from sweep_engine.cli import app
+from sweep_engine.space import expand, transfer_trials
+from sweep_engine.spec import FINISHED, RUNNING
+from sweep_engine.sweep.driver import SweepDriver
+from sweep_engine.sweep.jobs import InlineExecutor, SweepPaths
+from sweep_engine.tracking import TRIAL, MlflowTracker
+from tests.tiny_sweep import fake_run, mlflow_template, shared_cache, space_dict, write_space
+
+runner = CliRunner()
+
+
+def files_under(path: Path) -> list[Path]:
+    return sorted(path.rglob("*")) if path.exists() else []
+
+
+@pytest.mark.parametrize("command", ["launch", "resume"])
+def test_bad_space_exits_2_and_writes_nothing(tmp_path: Path, command: str) -> None:
+    data = space_dict(tmp_path / "results")
+    data["transfer"]["d_f"] = [-5]
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(data))
+    result = runner.invoke(app, [command, str(tmp_path / "bad.yaml")])
+    assert result.exit_code == 2 and "transfer.d_f[0]: must be a positive integer, got -5" in result.output
+    assert not (tmp_path / "results").exists()
+
+
+def test_unreadable_corpus_exits_2_before_ray_or_mlflow(tmp_path: Path) -> None:
+    data = space_dict(tmp_path / "results", languages=("es",))
+    data["transfer"]["languages"]["es"] = {"corpus": {"path": str(tmp_path / "missing.txt")}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(data))
+    result = runner.invoke(app, ["launch", str(tmp_path / "s.yaml")])
+    assert result.exit_code == 2 and "missing.txt" in result.output
+    assert not (tmp_path / "results" / "tiny").exists() and not (tmp_path / "results" / "mlflow.db").exists()
+
+
+def test_status_of_a_new_sweep_writes_nothing(tmp_path: Path) -> None:
+    write_space(tmp_path / "s.yaml", space_dict(tmp_path / "results"))
+    result = runner.invoke(app, ["status", str(tmp_path / "s.yaml"), "--json"])
+    assert result.exit_code == 0, result.output
+    stages = {s["stage"]: s for s in json.loads(result.output)["stages"]}
+    assert (stages["pretrain"]["total"], stages["pretrain"]["pending"], stages["transfer"]["total"]) == (
+        1,
+        1,
+        8,
+    )
+    assert stages["transfer"]["eta_s"] > 0  # the plan's throughput estimate, before any trial finished
+    assert files_under(tmp_path / "results") == []
+
+
+def test_status_counts_done_failed_running_and_resumable(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    space = write_space(
+        tmp_path / "s.yaml", space_dict(tmp_path / "results"), mlflow_db=mlflow_template(tmp_path_factory)
+    )
+    tracker = MlflowTracker(space.tracking_uri, space.experiment_name)
+    executor = InlineExecutor(fake_run, faults="language=es&init=scratch&d_f=1000:config")
+    assert SweepDriver(space, executor, tracker).run().exit_code == 1
+    # two trials as a SIGKILLed driver leaves them: their results gone, one with a checkpoint and a RUNNING run
+    paths = SweepPaths.of(space)
+    left = [s for s in transfer_trials(space) if s.init == "finetune"][:2]
+    for spec in left:
+        (paths.workdir(spec) / "result.json").unlink()
+    (paths.workdir(left[0]) / "state.pt").write_text("")
+    parent = tracker.parent_run("transfer", "x", {})
+    tracker.trial_run(parent, left[1].key(), {}, {})
+    ledger = pd.read_parquet(paths.ledger)
+    ledger[~ledger.trial_key.isin([s.key() for s in left])].to_parquet(paths.ledger)
+
+    result = runner.invoke(app, ["status", str(tmp_path / "s.yaml"), "--json"])
+    assert result.exit_code == 0, result.output
+    got = {s["stage"]: s for s in json.loads(result.output)["stages"]}
+    assert {k: got["transfer"][k] for k in ("total", "done", "running", "failed", "pending", "resumable")} == {
+        "total": 8, "done": 5, "running": 1, "failed": 1, "pending": 1, "resumable": 1,
+    }  # fmt: skip
+    assert got["transfer"]["eta_s"] == pytest.approx(2 * 0.01 / 2)  # 2 left x mean wall 0.01 s / 2 at once
+    table = runner.invoke(app, ["status", str(tmp_path / "s.yaml")])
+    assert table.exit_code == 0 and "transfer" in table.output and "resumable" in table.output
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_ui_serves_the_sweeps_store(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    space = write_space(
+        tmp_path / "s.yaml", space_dict(tmp_path / "results"), mlflow_db=mlflow_template(tmp_path_factory)
+    )
+    MlflowTracker(space.tracking_uri, space.experiment_name)
+    port = _free_port()
+    cmd = [sys.executable, "-m", "sweep_engine.cli", "ui", str(tmp_path / "s.yaml"), "--port", str(port)]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert f"http://127.0.0.1:{port}/#/experiments/" in line
+        deadline, status = time.time() + 90, None
+        while time.time() < deadline and status != 200:
+            try:
+                status = urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status
+            except OSError:
+                time.sleep(0.5)
+        assert status == 200
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def test_ui_without_a_store_exits_2(tmp_path: Path) -> None:
+    write_space(tmp_path / "s.yaml", space_dict(tmp_path / "results"))
+    result = runner.invoke(app, ["ui", str(tmp_path / "s.yaml")])
+    assert result.exit_code == 2 and "launch the sweep first" in result.output
+
+
+# ------------------------------------------------------------------------------------------------ drill
+
+
+def _launch(space_file: Path) -> subprocess.Popen[str]:
+    cmd = [sys.executable, "-m", "sweep_engine.cli", "launch", str(space_file)]
+    # A session of its own: after the drill, whatever of the killed launcher's Ray is left goes with it.
+    return subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_sigkill_drill_relaunch_resumes_without_retraining(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # Longer transfer runs (64K tokens) leave a window in which some trials are done and others half-way.
+    data = space_dict(
+        tmp_path / "results", transfer={"stopping": {"eval_interval_tokens": 8192, "token_cap": 65536}}
+    )
+    space = write_space(
+        tmp_path / "d.yaml", data, shared_cache(tmp_path_factory), mlflow_template(tmp_path_factory)
+    )
+    paths, specs = SweepPaths.of(space), expand(space)
+
+    proc = _launch(tmp_path / "d.yaml")
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            done = [s for s in specs if (paths.workdir(s) / "result.json").exists()]
+            halfway = [s for s in specs if (paths.workdir(s) / "state.pt").exists()]
+            if len(done) >= 3 and halfway:
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, "the sweep ended before the drill could kill it"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        time.sleep(2)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # Ray's agents outlive a SIGKILLed driver
+    assert halfway and len(done) < len(specs)
+    finished_before = {s.key(): (paths.workdir(s) / "result.json").stat().st_mtime for s in done}
+
+    relaunch = _launch(tmp_path / "d.yaml")
+    out, _ = relaunch.communicate(timeout=300)
+    assert relaunch.returncode == 0, out
+
+    ledger = pd.read_parquet(paths.ledger)
+    assert sorted(ledger.trial_key) == sorted(s.key() for s in specs) and set(ledger.status) == {FINISHED}
+    tracker = MlflowTracker(space.tracking_uri, space.experiment_name)
+    runs = tracker.runs(TRIAL)
+    assert sorted(r.tags["trial_key"] for r in runs) == sorted(s.key() for s in specs)  # once each
+    assert RUNNING not in {r.status for r in tracker.runs()} and {r.status for r in runs} == {FINISHED}
+    for run in runs:  # each curve point once, in the run reused across the kill
+        steps = [s for s, _ in tracker.metric_history(run.run_id, "val_loss")]
+        assert len(steps) == len(set(steps))
+    assert {
+        k: (paths.workdir(s) / "result.json").stat().st_mtime for s in done for k in [s.key()]
+    } == finished_before
