@@ -31,7 +31,8 @@ class Strict(BaseModel):
 
 
 class CorpusConfig(Strict):
-    """Exactly one source: `builtin` (the parallel Bible), `path` (local text/JSONL/Parquet) or `hf`."""
+    """Exactly one source: `builtin` (the parallel Bible), `path` (local .txt/.jsonl/.json/.parquet) or `hf`.
+    `revision` pins a Hugging Face dataset to a commit (its cache key and trial keys then name it)."""
 
     builtin: Literal["bible"] | None = None
     translations: list[str] = []
@@ -43,12 +44,17 @@ class CorpusConfig(Strict):
     text_field: str = "text"
     max_chars: PosInt | None = None
     simplified: bool = False
+    revision: Annotated[str, Field(min_length=1)] | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> CorpusConfig:
         given = [k for k in CORPUS_KINDS if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(f"exactly one of {', '.join(CORPUS_KINDS)} must be given, got {given or 'none'}")
+        if self.revision is not None and self.hf is None:
+            raise ValueError(
+                f"revision pins a Hugging Face dataset: it needs hf, got revision {self.revision!r}"
+            )
         return self
 
     @property

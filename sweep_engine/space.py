@@ -53,6 +53,7 @@ def corpus_spec(corpus: CorpusConfig, language: str) -> CorpusSpec:
         text_field=corpus.text_field,
         max_chars=corpus.max_chars,
         simplified=corpus.simplified,
+        revision=corpus.revision,
     )
 
 

@@ -41,8 +41,9 @@ class CorpusSpec:
     """Where a language's text comes from; `kind` is the space file's key that named the source.
 
     kind "builtin": the built-in verse-aligned parallel Bible (see sweep_engine.data.corpora).
-    kind "path": a local .txt (one document per blank-line-separated paragraph), .jsonl or .parquet file.
-    kind "hf": a Hugging Face dataset name loaded through `datasets` (streamed).
+    kind "path": a local .txt (one document per blank-line-separated paragraph), .jsonl, .json (an array of
+    objects, or one object per line) or .parquet file.
+    kind "hf": a Hugging Face dataset name loaded through `datasets` (streamed), at `revision` when given.
     """
 
     kind: CorpusKind
@@ -56,6 +57,7 @@ class CorpusSpec:
     text_field: str = "text"  # jsonl / parquet / hf: column holding the text
     max_chars: int | None = None  # read at most this many characters (large corpora)
     simplified: bool = False  # zh: convert Traditional to Simplified characters
+    revision: str | None = None  # hf: the dataset's commit (or tag) to read; None = its default branch
 
 
 @dataclass(frozen=True)
@@ -322,9 +324,10 @@ class DocIndex:
 
 @dataclass
 class TrialData:
-    """Token arrays one trial trains and evaluates on (built by sweep_engine.data.load_trial_data)."""
+    """Token arrays one trial trains and evaluates on (built by sweep_engine.data.load_trial_data, which maps
+    them from token files: nothing is read until a batch or an evaluation gathers it)."""
 
-    train: np.ndarray  # exactly d_f token ids (int32), in the nested-subset order
+    train: np.ndarray  # exactly d_f token ids (uint16 or int32), in the nested-subset order
     val: np.ndarray  # the fixed validation set of the trial's language
     vocab_size: int
     train_chars: int = 0  # characters behind `train` (for D in characters)
@@ -335,6 +338,9 @@ class TrialData:
     test_chars: int = 0
     val_docs: DocIndex | None = None  # per-document index of `val` (None: record no per-document losses)
     test_docs: DocIndex | None = None
+    # (smallest, largest) id of each set ("train", "val", "test", extra names), recorded when its file was
+    # written; a set without one is scanned (small in-memory arrays in tests).
+    id_range: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 @dataclass

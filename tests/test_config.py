@@ -198,3 +198,18 @@ def test_pretrain_from_errors(tmp_path: Path) -> None:
     del child["pretrain"]
     message = errors_of(tmp_path, child)
     assert "pretrain_from: missing.yaml is not a valid space" in message and "file not found" in message
+
+
+def test_a_revision_pins_a_hugging_face_dataset_only(tmp_path: Path) -> None:
+    from sweep_engine.space import expand
+
+    data = minimal()
+    data["transfer"]["languages"]["de"]["corpus"] = {"hf": "org/set", "revision": "0033d73"}
+    trial = next(t for t in expand(load_space(write(tmp_path, data))) if t.stage == "transfer")
+    assert trial.data.corpus.revision == "0033d73"
+    unpinned = minimal()
+    unpinned["transfer"]["languages"]["de"]["corpus"] = {"hf": "org/set"}
+    other = next(t for t in expand(load_space(write(tmp_path, unpinned))) if t.stage == "transfer")
+    assert other.data.corpus.revision is None and other.key() != trial.key()
+    data["transfer"]["languages"]["de"]["corpus"] = {"path": "de.jsonl", "revision": "0033d73"}
+    assert "revision pins a Hugging Face dataset: it needs hf" in errors_of(tmp_path, data)

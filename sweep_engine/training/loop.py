@@ -66,6 +66,26 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
+def check_token_sets(data: TrialData) -> None:
+    """Every token set holds >= 2 ids in [0, vocab_size): checked once, before training, because an
+    out-of-range id would otherwise surface as an opaque indexing error mid-run. The id ranges recorded when
+    the token files were written are used where they exist, so a paper-scale training sequence is not read.
+
+    Raises:
+        DataError: A set too short or with an id outside the vocabulary.
+    """
+    sets = {"train": data.train, "val": data.val, **data.extra_val}
+    if data.test is not None:
+        sets["test"] = data.test
+    for name, arr in sets.items():
+        lo, hi = data.id_range.get(name) or ((int(arr.min()), int(arr.max())) if len(arr) else (0, -1))
+        if len(arr) < 2 or hi >= data.vocab_size or lo < 0:
+            raise DataError(
+                f"token set {name!r} must hold >= 2 ids in [0, vocab_size={data.vocab_size}), but got "
+                f"{len(arr)} ids" + (f" in [{lo}, {hi}]" if len(arr) else "")
+            )
+
+
 def run_trial(
     spec: TrialSpec,
     reporter: Reporter,
@@ -139,13 +159,7 @@ def run_trial(
         if cache_dir is None:
             raise ConfigError("run_trial needs `cache_dir` (the data caches) when `data` is not given")
         data = load_trial_data(spec.data, Path(cache_dir))
-    for name, arr in {"train": data.train, "val": data.val, **data.extra_val}.items():
-        # Checked once here: an out-of-range id would otherwise surface as an opaque indexing error mid-run.
-        if len(arr) < 2 or int(arr.max()) >= data.vocab_size or int(arr.min()) < 0:
-            raise DataError(
-                f"token set {name!r} must hold >= 2 ids in [0, vocab_size={data.vocab_size}), but got "
-                f"{len(arr)} ids" + (f" in [{int(arr.min())}, {int(arr.max())}]" if len(arr) else "")
-            )
+    check_token_sets(data)
     batches = BatchSource(data.train, spec.context, global_windows, spec.seed, rank, world)
 
     # ---- model and optimizer --------------------------------------------------------------------------------

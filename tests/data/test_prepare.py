@@ -32,8 +32,12 @@ def test_bible_trial_data_in_four_languages(en_tok_spec: TokenizerSpec, cache_di
     held = {}
     for lang in LANGS:
         td = load_trial_data(_bible_data(en_tok_spec, lang, 5000), cache_dir)
-        assert len(td.train) == 5000 and td.train.dtype == np.int32 and td.val.dtype == np.int32
-        assert td.vocab_size == 1024 and int(td.train.max()) < 1024
+        # Token files of the narrowest dtype (uint16 for 1024 ids), mapped read-only, with their id range.
+        assert len(td.train) == 5000 and td.train.dtype == np.uint16 and td.val.dtype == np.uint16
+        assert not td.train.flags.writeable and td.vocab_size == 1024 and int(td.train.max()) < 1024
+        lo, hi = td.id_range["train"]  # of the whole sequence, so it bounds the prefix
+        assert lo <= int(td.train.min()) and int(td.train.max()) <= hi < 1024
+        assert td.id_range["val"] == (int(td.val.min()), int(td.val.max()))
         assert td.val_chars > 5_000 and td.train_chars > 0
         assert set(td.extra_val) == {"en"} and td.extra_val_chars["en"] > 10_000
         # The characters behind the tokens are what the tokens decode to (end-of-text adds none).
