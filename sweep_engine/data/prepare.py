@@ -26,7 +26,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from sweep_engine.data import cache, corpora, subsets
-from sweep_engine.data.tokenfile import TokenFileInfo, TokenWriter, dtype_for, open_tokens
+from sweep_engine.data.tokenfile import TokenFileInfo, TokenReader, TokenWriter, dtype_for, open_tokens
 from sweep_engine.data.tokenizer import encode_documents, eot_id, load_tokenizer_with_key, tokenizer_key
 from sweep_engine.errors import DataError
 from sweep_engine.spec import CorpusSpec, DataSpec, DocIndex, TrialData, content_hash
@@ -181,12 +181,16 @@ class Split:
     def units(self) -> tuple[subsets.Units, np.ndarray]:
         """The tokenized corpus and its hold-out candidates (built on first use)."""
         path = cache.build_once(self.cache_dir / "tokens" / self.corpus_key, self._build_units)
-        tokens = open_tokens(path / "tokens.bin", _info(cache.read_json(path / "meta.json")))
+        info = _info(cache.read_json(path / "meta.json"))
+        tokens = open_tokens(path / "tokens.bin", info)
         arrays = {
             k: cache.load_array(path / f"{k}.npy")
             for k in ("offsets", "chars", "groups", "keys", "candidates")
         }
-        units = subsets.Units(tokens, arrays["offsets"], arrays["chars"], arrays["groups"], arrays["keys"])
+        reader = TokenReader(path / "tokens.bin", info) if info.tokens else None
+        units = subsets.Units(
+            tokens, arrays["offsets"], arrays["chars"], arrays["groups"], arrays["keys"], reader
+        )
         return units, arrays["candidates"]
 
     def _held(self, units: subsets.Units, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sweep_engine.data.tokenfile import release
+from sweep_engine.data.tokenfile import TokenReader, release
 from sweep_engine.errors import DataError
 
 # Units are gathered in chunks of about this many tokens, so a paper-scale corpus never needs an index array
@@ -38,6 +38,8 @@ class Units:
     chars: np.ndarray  # int64
     groups: np.ndarray  # int64: document of each unit; a document's units are consecutive
     keys: np.ndarray  # int64: hold-out key
+    # The token file behind `tokens` (prepare.py sets it): streamed layouts then read units with pread.
+    source: TokenReader | None = None
 
     @property
     def lengths(self) -> np.ndarray:
@@ -163,8 +165,9 @@ def lay_out(
         sep, eot: The separator and end-of-text ids.
         sep_chars: Characters a separator stands for.
         sink: Receives the tokens chunk by chunk (about CHUNK_TOKENS each, in order) instead of one array in
-            memory: what a paper-scale training sequence needs (prepare.py writes them to a token file). The
-            source's mapped pages are released after each chunk, so resident memory stays at a chunk's worth.
+            memory: what a paper-scale training sequence needs (prepare.py writes them to a token file). With
+            `units.source`, units are read from the file with pread (nothing of it becomes resident); else the
+            source's mapped pages are released after each chunk. Either way memory stays at a chunk's worth.
     """
     dtype = units.tokens.dtype if units.tokens.dtype.kind in "iu" else np.dtype(np.int32)
     if len(order) == 0:
@@ -184,7 +187,11 @@ def lay_out(
         hi = max(hi, lo + 1)
         stop = int(ends[hi - 1])
         chunk = out[start:stop] if sink is None else np.empty(stop - start, dtype=dtype)
-        _gather(units, order[lo:hi], seg[lo:hi], np.where(last[lo:hi], eot, sep), chunk)
+        trailer = np.where(last[lo:hi], eot, sep)
+        if sink is not None and units.source is not None and units.source.dtype == dtype:
+            _read(units, units.source, order[lo:hi], seg[lo:hi], trailer, chunk)
+        else:
+            _gather(units, order[lo:hi], seg[lo:hi], trailer, chunk)
         if sink is not None:
             sink(chunk)
             release(units.tokens)
@@ -233,6 +240,24 @@ def _gather(units: Units, order: np.ndarray, seg: np.ndarray, trailer: np.ndarra
     src = units.offsets[order][unit_of_pos] + within
     out[body] = units.tokens[src[body]]
     out[~body] = trailer[unit_of_pos[~body]]
+
+
+def _read(
+    units: Units,
+    source: TokenReader,
+    order: np.ndarray,
+    seg: np.ndarray,
+    trailer: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """_gather's result, each unit read from the token file into its place (one pread per unit)."""
+    ends = np.cumsum(seg)
+    for pos, first, n in zip(
+        (ends - seg).tolist(), units.offsets[order].tolist(), (seg - 1).tolist(), strict=True
+    ):
+        if n:
+            source.read_into(out[pos : pos + n], first)
+    out[ends - 1] = trailer
 
 
 def prefix_chars(

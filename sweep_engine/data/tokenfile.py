@@ -13,6 +13,8 @@ the array (a scan of a paper-scale training sequence reads tens of GB).
 from __future__ import annotations
 
 import mmap
+import os
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -117,6 +119,49 @@ def open_tokens(path: Path, info: TokenFileInfo) -> np.ndarray:
         mapped = mmap.mmap(f.fileno(), need, access=mmap.ACCESS_READ)
     # The array keeps the map alive (its base); the file descriptor is not needed once mapped.
     return np.frombuffer(mapped, dtype=info.dtype, count=info.tokens)
+
+
+class TokenReader:
+    """Reads ranges of a token file into caller-owned arrays with pread, not through a memory map.
+
+    A pass that visits a file in random order (laying out a training sequence in a shuffled document order)
+    would, through a map, fault in 64 KiB around every document it touches, and a chunk of a thousand documents
+    would make most of the file resident; plain reads copy exactly the requested bytes.
+
+    Args:
+        path: The token file.
+        info: Its dtype and length.
+    """
+
+    def __init__(self, path: Path, info: TokenFileInfo) -> None:
+        self.path = Path(path)
+        self.dtype = np.dtype(info.dtype)
+        self.tokens = info.tokens
+        self._fd = os.open(self.path, os.O_RDONLY)
+        self._closer = weakref.finalize(self, os.close, self._fd)  # closed with the reader if not before
+
+    def read_into(self, out: np.ndarray, start: int) -> None:
+        """Fill `out` (contiguous, of the file's dtype) with tokens[start : start + len(out)].
+
+        Raises:
+            DataError: The range runs past the end of the file.
+        """
+        want = out.nbytes
+        got = os.preadv(self._fd, [out.data.cast("B")], start * self.dtype.itemsize)
+        if got != want:
+            raise DataError(f"token file {self.path} ended at token {start + got // self.dtype.itemsize}, "
+                            f"before token {start + len(out)}: rebuild the cache")  # fmt: skip
+
+    def close(self) -> None:
+        self._closer()
+
+    def __enter__(self) -> TokenReader:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
 
 
 def release(arr: np.ndarray) -> None:

@@ -76,3 +76,17 @@ def test_a_layout_streamed_to_a_sink_equals_the_one_in_memory() -> None:
     np.testing.assert_array_equal(np.concatenate(chunks), whole.tokens)
     np.testing.assert_array_equal(streamed.doc_ends, whole.doc_ends)
     np.testing.assert_array_equal(streamed.doc_chars, whole.doc_chars)
+
+
+def test_a_reader_fills_arrays_with_ranges_of_the_file(tmp_path: Path) -> None:
+    from sweep_engine.data.tokenfile import TokenReader
+
+    with TokenWriter(tmp_path / "t.bin", np.int32) as writer:
+        writer.write(np.arange(100) * 3)
+        info = writer.close()
+    out = np.zeros(10, dtype=np.int32)
+    with TokenReader(tmp_path / "t.bin", info) as reader:
+        reader.read_into(out[2:7], 40)
+        np.testing.assert_array_equal(out, [0, 0, 120, 123, 126, 129, 132, 0, 0, 0])
+        with pytest.raises(DataError, match="ended at token 100, before token 105"):
+            reader.read_into(np.zeros(10, dtype=np.int32), 95)
