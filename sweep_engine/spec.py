@@ -115,6 +115,12 @@ class StoppingSpec:
     patience: int = 3  # evaluations without an improvement of at least min_delta
     min_delta: float = 0.0
     diverge_factor: float = 1.5  # loss above this multiple of the first evaluation = diverged
+    # Pre-training (D_F unknown until the corpus is read): evaluate at least every this many epochs of the
+    # training sequence, resolved by the loop. Transfer trials fold their epochs into eval_interval_tokens.
+    eval_interval_epochs: float | None = None
+    # False: extra validation sets (forgetting) are evaluated before training and once at the end with the best
+    # step's weights, not at every evaluation (their loss is only reported at the best step).
+    extra_val_every_eval: bool = True
 
 
 @dataclass(frozen=True)
@@ -122,6 +128,26 @@ class ResourceSpec:
     cpus: float = 1.0
     gpus: float = 0.0
     workers: int = 1  # > 1: Ray Train TorchTrainer with DDP
+    accelerator_type: str | None = None  # Ray's accelerator type of the GPU to run on ("A100", "H100", ...)
+    custom: tuple[tuple[str, float], ...] = ()  # custom Ray resources per worker, e.g. (("p4d", 1.0),)
+
+
+@dataclass(frozen=True)
+class ExecutionSpec:
+    """How a run is carried out without changing what it computes (never part of a trial key).
+
+    A state.pt is written at an evaluation when any set cadence is due: every `checkpoint_every_evals`
+    evaluations, `checkpoint_every_s` seconds or `checkpoint_every_tokens` training tokens since the last one.
+    With `checkpoint_local_dir`, it is written there first and moved to the workdir (shared storage) by a
+    background thread while training goes on. `compile`: "auto" (torch.compile on CUDA), "off", or a
+    torch.compile backend ("inductor", "aot_eager", ...) to use on any device.
+    """
+
+    checkpoint_every_evals: int | None = 1
+    checkpoint_every_s: float | None = None
+    checkpoint_every_tokens: int | None = None
+    checkpoint_local_dir: str | None = None
+    compile: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -144,6 +170,7 @@ class TrialSpec:
     micro_batch_tokens: int | None = None  # None = whole batch at once; else gradient accumulation
     init_from: str | None = None  # finetune: trial_key of the pre-training trial of the same size
     resources: ResourceSpec = field(default_factory=ResourceSpec)
+    execution: ExecutionSpec = field(default_factory=ExecutionSpec)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -217,8 +244,8 @@ KEY_FIELDS_V1: dict[str, frozenset[str]] = {
     ),
     "ResourceSpec": frozenset(["cpus", "gpus", "workers"]),
 }
-# Where a run is placed, not what it computes.
-NOT_IN_KEY = {"TrialSpec": frozenset({"sweep", "resources"})}
+# Where and how a run is carried out, not what it computes.
+NOT_IN_KEY = {"TrialSpec": frozenset({"sweep", "resources", "execution"})}
 
 
 def key_dict(obj: Any) -> Any:
@@ -288,9 +315,15 @@ def _trial_spec_from_dict(d: dict[str, Any]) -> TrialSpec:
             "data": DataSpec(**data),
             "schedule": ScheduleSpec(**d["schedule"]),
             "stopping": StoppingSpec(**d["stopping"]),
-            "resources": ResourceSpec(**d.get("resources", {})),
+            "resources": _resources(d.get("resources", {})),
+            "execution": ExecutionSpec(**d.get("execution", {})),
         }
     )
+
+
+def _resources(d: dict[str, Any]) -> ResourceSpec:
+    custom = tuple((str(k), float(v)) for k, v in d.get("custom", ()))
+    return ResourceSpec(**{**d, "custom": custom})
 
 
 @dataclass
@@ -381,6 +414,10 @@ class TrialResult:
     test_tokens_per_char: float = 0.0
     # At the best step, per held-out document: {"val": DocIndex.to_json(...), "test": ...} (docs/ledger.md).
     doc_losses: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+    train_s: float = 0.0  # seconds of training steps, over all sessions
+    eval_s: float = 0.0  # seconds of evaluation (zero-shot, every interval, the final best-weights sets)
+    checkpoint_s: float = 0.0  # seconds the training loop waited on state.pt and best/ writes
+    mfu: float | None = None  # model-FLOPs utilisation of the training steps (GPUs with a known peak)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
