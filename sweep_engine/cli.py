@@ -11,11 +11,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from sweep_engine.config import load_space
-from sweep_engine.errors import UserError
+from sweep_engine.errors import ConfigError, UserError
 from sweep_engine.exits import fail, on_bad_input
 
 app = typer.Typer(
@@ -29,7 +27,9 @@ app = typer.Typer(
 
 @app.command()
 def validate(spaces: Annotated[list[Path], typer.Argument(help="Search-space YAML files.")]) -> None:
-    """Check search-space files; print a one-line summary of each valid one. Writes nothing."""
+    """Check search-space files; print a one-line summary of each valid one, and a warning for every transfer
+    D_F whose token cap cannot reach its expected overfitting point (budgets.py). Writes nothing."""
+    from sweep_engine.budgets import cap_warnings
     from sweep_engine.space import count_trials
 
     errors = []
@@ -46,6 +46,8 @@ def validate(spaces: Annotated[list[Path], typer.Argument(help="Search-space YAM
             f"{path}: ok  name={space.name} sizes={sizes} languages={langs} "
             f"trials: pretrain={counts['pretrain']} transfer={counts['transfer']}"
         )
+        for warning in cap_warnings(space):
+            typer.echo(f"warning: {path}: {warning}", err=True)
     if errors:
         raise fail("\n".join(errors))
 
@@ -55,34 +57,48 @@ def plan(
     space_path: Annotated[Path, typer.Argument(metavar="SPACE", help="A search-space YAML file.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
     calibrate: Annotated[
-        bool, typer.Option("--calibrate", help="Measure tokens/s of each size here instead of assuming.")
+        bool, typer.Option("--calibrate", help="Measure CPU tokens/s of each size here (CPU trials only).")
     ] = False,
+    gpu: Annotated[
+        str | None,
+        typer.Option(
+            "--gpu", help="GPU type of GPU trials (default: the space's accelerator_type, else H100)."
+        ),
+    ] = None,
 ) -> None:
-    """Trials, tokens, FLOPs and estimated wall time per stage. Writes nothing, starts no Ray."""
+    """Trials, tokens, FLOPs and estimated wall time per stage, with its terms. Writes nothing, starts no Ray."""
     from sweep_engine import plan as planning
+    from sweep_engine.budgets import cap_warnings
+    from sweep_engine.hardware import PEAK_FLOPS, peak_flops
 
     with on_bad_input():
         space = load_space(space_path)
+        if gpu is not None and peak_flops(gpu) is None:
+            raise ConfigError(
+                f"--gpu must name a GPU of the peak-FLOPs table {sorted(PEAK_FLOPS)}, got {gpu!r}"
+            )
     measured = planning.calibrate(space) if calibrate else None
-    result = planning.make_plan(space, measured)
+    result = planning.make_plan(space, measured, planning.Assumptions(gpu=gpu))
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
         return
-    table = Table(title=f"plan: {result.space}")
-    for col in ("stage", "trials", "tokens (max)", "FLOPs (max, 6N)", "est. wall", "concurrency", "sizes"):
-        table.add_column(col, justify="right" if col not in ("stage", "sizes") else "left")
+    typer.echo(f"plan: {result.space}  (upper bounds: every trial to its token cap)")
+    typer.echo(
+        f"{'stage':<9} {'trials':>6} {'tokens':>9} {'FLOPs 6ND':>10} {'FLOPs hw':>9} {'est. wall':>10}  at"
+    )
     for s in result.stages:
-        table.add_row(
-            s.stage,
-            f"{s.trials:,}",
-            f"{s.tokens:.3g}",
-            f"{s.flops:.3g}",
-            _hours(s.est_hours),
-            str(s.concurrency),
-            " ".join(s.sizes),
+        typer.echo(
+            f"{s.stage:<9} {s.trials:>6,} {s.tokens:>9.3g} {s.flops:>10.3g} {s.hardware_flops:>9.3g} "
+            f"{_hours(s.est_hours):>10}  {s.concurrency} at once"
         )
-    Console().print(table)
-    typer.echo(f"throughput: {result.throughput_source}")
+        typer.echo(
+            f"  trial-hours: train {_hours(s.train_hours)}, eval {_hours(s.eval_hours)} "
+            f"({s.eval_tokens:.3g} tokens), checkpoints {_hours(s.checkpoint_hours)}, "
+            f"compile {_hours(s.compile_hours)}; sizes {' '.join(s.sizes)}"
+        )
+    typer.echo(f"assumptions: {result.throughput_source}")
+    for warning in cap_warnings(space):
+        typer.echo(f"warning: {warning}", err=True)
 
 
 def _hours(h: float) -> str:

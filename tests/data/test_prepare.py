@@ -163,3 +163,20 @@ def test_test_split_is_disjoint_shared_across_languages_and_kept_out_of_training
     without = load_trial_data(_bible_data(en_tok_spec, "de", 2000), cache_dir)
     np.testing.assert_array_equal(without.val, data["de"].val)
     assert without.test is None
+
+
+def test_a_smaller_validation_split_of_the_same_corpus_is_held_out_of_its_training(
+    text_corpus: CorpusSpec, text_tok_spec: TokenizerSpec, cache_dir: Path
+) -> None:
+    """`extra_val: {en: pretrain}`: the transfer stage's English set is the pre-training corpus split by the
+    same rule with a smaller validation size, so its documents are pre-training validation documents, never
+    pre-training training text (config.py checks the unit, seed and size that this needs)."""
+    tok, key = load_tokenizer_with_key(text_tok_spec, cache_dir)
+    pretraining = Split(text_corpus, tok, key, 600, "tokens", 0, cache_dir, lambda _: None, 300)
+    forgetting = Split(text_corpus, tok, key, 150, "tokens", 0, cache_dir, lambda _: None)
+    units, candidates = pretraining.units()
+    pre_val, pre_test = pretraining._held(units, candidates)
+    extra_val, _ = forgetting._held(units, candidates)
+    assert len(extra_val) < len(pre_val) and set(extra_val) <= set(pre_val)
+    trained = subsets.training_order(units, np.concatenate([pre_val, pre_test]), 0)
+    assert not np.isin(units.keys[trained], extra_val).any()
