@@ -7,9 +7,9 @@ The estimates are deliberately simple, per window of `context` tokens, in bytes:
   layer norm, q/k/v, attention output, the 4 d_model MLP input and output), plus the attention scores
   (n_head x context^2, twice) where attention is not fused (the CPU's SDPA); the logits are computed in chunks
   of rows (`logit_chunk_rows`), never for a whole batch;
-- training: the activations saved for the backward pass, ~34 context x d_model values per layer (Korthikanti et
-  al. 2022, with fused attention), plus the logits, ~10 bytes per context x vocab entry (bf16 logits, their fp32
-  copy and its gradient) unless the cross-entropy is chunked;
+- training: the activations saved for the backward pass, ~34 bytes per context x d_model per layer in 16-bit
+  (Korthikanti et al. 2022, with fused attention; twice that in fp32), plus the logits, ~10 bytes per
+  context x vocab entry (bf16 logits, their fp32 copy and its gradient) unless the cross-entropy is chunked;
 - the model state: 16 bytes per parameter (fp32 weights, gradients and AdamW's two moments).
 
 The budget is what the device has free (CUDA: free memory plus what PyTorch's allocator holds unused; CPU: the
@@ -34,6 +34,7 @@ EVAL_FRACTION = 0.25  # of the free memory, for one evaluation batch (training s
 TRAIN_FRACTION = 0.8  # of the device's free memory at start, for the model state and one micro-batch
 LOGIT_CHUNK_BYTES = 256 * 2**20  # one chunk of logits and its softmax in fp32
 MAX_EVAL_WINDOWS = 256  # more windows per forward buys nothing once the matmuls are large
+MIN_MICRO_WINDOWS = 8  # below this many windows per forward, chunk the cross-entropy to fit more
 CPU_EVAL_BYTES = 2**30  # the CPU evaluates in batches of at most 1 GiB: larger ones only thrash its caches
 
 
@@ -154,8 +155,10 @@ def plan_memory(
     budget: int | None = None,
 ) -> MemoryPlan:
     """The largest micro-batch (a divisor of this rank's windows, at most the spec's) whose training memory
-    fits the device, with chunked cross-entropy when the logits of one micro-batch alone would take more than
-    a quarter of it; and the evaluation batch.
+    fits the device with whole logits; when that is fewer than MIN_MICRO_WINDOWS windows (or than the spec's
+    micro-batch, if smaller), the largest that fits with chunked cross-entropy instead (its recomputed LM head
+    costs ~9% more FLOPs at GPT-2's vocabulary, worth it only when whole logits would starve the batch). And
+    the evaluation batch.
 
     Args:
         shape, vocab, context: The model.
@@ -167,16 +170,18 @@ def plan_memory(
     budget = free_bytes(device) if budget is None else budget
     usable = TRAIN_FRACTION * budget - state_bytes(shape, vocab, context)
     bytes_per_value = 2 if device.type == "cuda" else 4  # bf16 autocast on GPUs
-    chunk = None
-    if 10 * context * vocab * max(1, max_micro_windows) > usable / 4:
-        chunk = logit_chunk_rows(vocab)
-    per_window = train_bytes_per_window(shape, context, vocab, chunk is not None, bytes_per_value)
     divisors = [m for m in range(1, max_micro_windows + 1) if rank_windows % m == 0]
-    fits = [m for m in divisors if m * per_window <= usable]
-    micro = max(fits) if fits else 1
-    if chunk is not None and 10 * context * vocab * micro <= usable / 4:
-        chunk = None  # the micro-batch that fits is small enough for whole logits after all
-    return MemoryPlan(micro, chunk, eval_windows(shape, context, device, budget))
+
+    def largest(chunked: bool) -> int:
+        per_window = train_bytes_per_window(shape, context, vocab, chunked, bytes_per_value)
+        return max([m for m in divisors if m * per_window <= usable], default=1)
+
+    whole = largest(chunked=False)
+    if whole >= min(MIN_MICRO_WINDOWS, max(divisors)):
+        return MemoryPlan(whole, None, eval_windows(shape, context, device, budget))
+    return MemoryPlan(
+        largest(chunked=True), logit_chunk_rows(vocab), eval_windows(shape, context, device, budget)
+    )
 
 
 def smaller_micro(rank_windows: int, micro: int) -> int | None:
