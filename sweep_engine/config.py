@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sweep_engine.errors import ConfigError
 from sweep_engine.shapes import SIZES
 from sweep_engine.spec import CORPUS_KINDS, CorpusKind, ModelShape
+from sweep_engine.tracking import default_uri
 
 PosInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
@@ -270,7 +271,7 @@ class Space(Strict):
 
     @property
     def tracking_uri(self) -> str:
-        return self.tracking.uri or f"sqlite:///{(self.storage_dir / 'mlflow.db').resolve()}"
+        return self.tracking.uri or default_uri(self.storage_dir)
 
     @property
     def experiment_name(self) -> str:

@@ -199,8 +199,10 @@ def closing_lines(
         summary: `analyze()`'s JSON summary.
         spaces: the (file, space) pairs that ran.
         storage_overridden: --storage was given, so `sweep-engine ui SPACE` (which reads the file's storage)
-            would open another store; print only the `mlflow ui` line then.
+            would open another store; print only the tracker's own UI command then.
     """
+    from sweep_engine.tracking import ui_hint
+
     head = summary["headline"]
     first_path, first = spaces[0]
     names = ", ".join(s.experiment_name for _, s in spaces)
@@ -210,7 +212,7 @@ def closing_lines(
         f"        {summary['report_html']}",
         f"answer: {head['line']}",
         f"        {head['verdict']}",
-        f"runs:   mlflow ui --backend-store-uri {first.tracking_uri}   (experiments {names})",
+        f"runs:   {ui_hint(first.tracking_uri)}   (experiments {names})",
     ]
     if not storage_overridden:
         lines.append(f"        or: sweep-engine ui {first_path}")

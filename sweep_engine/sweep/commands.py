@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -154,43 +152,19 @@ def ui_cmd(
     space_path: SpaceArg,
     host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 5000,
-    workers: Annotated[int, typer.Option("--workers", help="Server worker processes.")] = 1,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Server worker processes.")] = 1,
 ) -> None:
     """Start the MLflow UI on the sweep's tracking store and print its URL (Ctrl-C stops it)."""
+    from sweep_engine.tracking import serve_ui, serves_own_ui, store_exists
+
     with on_bad_input():
         space = load_space(space_path)
     uri = space.tracking_uri
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
-        raise fail(f"no MLflow store at {uri} yet: launch the sweep first")
-    if not uri.startswith(("sqlite:", "file:", "/", "postgresql", "mysql")):
+    if not store_exists(uri):
+        raise fail(f"{space_path}: tracking.uri: no store at {uri} yet: launch the sweep first")
+    if serves_own_ui(uri):
         # A tracking server (the head node's, see cluster.yaml) already serves its own UI.
         typer.echo(f"MLflow UI: {uri}")
         return
-    from sweep_engine.tracking import existing_tracker
-
-    tracker = existing_tracker(uri, space.experiment_name)
-    url = f"http://{host}:{port}"
-    if tracker is not None:
-        url += f"/#/experiments/{tracker.experiment_id}"
-    cmd = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "ui",
-        "--backend-store-uri",
-        uri,
-        "--host",
-        host,
-        "--port",
-        str(port),
-    ]
-    proc = subprocess.Popen(cmd)
-    typer.echo(f"MLflow UI: {url}  (store {uri}; Ctrl-C stops it)")
-    try:
-        code = proc.wait()
-    except KeyboardInterrupt:
-        proc.terminate()
-        proc.wait(timeout=10)
-        code = 0
-    if code:
+    if serve_ui(uri, space.experiment_name, host=host, port=port, workers=workers):
         raise typer.Exit(1)
