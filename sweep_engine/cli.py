@@ -63,7 +63,11 @@ def plan(
 
     with on_bad_input():
         space = load_space(space_path)
-    measured = planning.calibrate(space) if calibrate else None
+    measured = None
+    if calibrate:
+        from sweep_engine.training.step import calibrate as measure  # torch, only when asked
+
+        measured = measure(space)
     result = planning.make_plan(space, measured)
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))

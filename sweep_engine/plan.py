@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from sweep_engine.config import Space
 from sweep_engine.shapes import non_embedding_params
 from sweep_engine.space import count_trials, expand
-from sweep_engine.spec import ModelShape, TrialSpec
+from sweep_engine.spec import TrialSpec
 
 # Sustained training FLOP/s of one CPU thread on small GPT-2s, from a pilot on this project's 2-core machines
 # (0.1M params at ~10K tokens/s, 0.8M at ~4K tokens/s, vocab 4096): about 2.5e10 counted as 6 (N + V d).
@@ -58,7 +58,7 @@ def tokens_per_second(trial: TrialSpec, vocab: int, measured: dict[str, float] |
 
 
 def make_plan(space: Space, measured: dict[str, float] | None = None) -> Plan:
-    """Cost per stage. `measured` maps shape name to one-thread tokens/s (see `calibrate`)."""
+    """Cost per stage. `measured` maps shape name to one-thread tokens/s (see `training.step.calibrate`)."""
     counts = count_trials(space)
     vocab = vocab_size(space)
     concurrency = space.resources.max_concurrent_trials or 1
@@ -91,17 +91,3 @@ def make_plan(space: Space, measured: dict[str, float] | None = None) -> Plan:
         f"counted as 6 (N + V d_model) per token"
     )
     return Plan(space=space.name, stages=stages, throughput_source=source)
-
-
-def calibrate(space: Space, seconds_per_shape: float = 2.0) -> dict[str, float]:
-    """Measure one-thread training tokens/s of every shape in the space with a few real steps."""
-    from sweep_engine.training.step import (
-        measure_throughput,  # torch is imported only when asked to calibrate
-    )
-
-    shapes: dict[str, ModelShape] = {t.model.name: t.model for t in expand(space)}
-    context = space.pretrain.context if space.pretrain else 128
-    return {
-        name: measure_throughput(shape, vocab_size(space), context, seconds=seconds_per_shape)
-        for name, shape in shapes.items()
-    }
