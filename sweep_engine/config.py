@@ -1,12 +1,15 @@
 """The search-space schema: a YAML file in, a validated `Space` out, every error reported at once.
 
-Errors name the dotted path of the field, the rule, and the value given, e.g.
-`transfer.d_f[2]: must be a positive integer, got -5`. Loading writes nothing and starts nothing.
+Errors name the file, the dotted path of the field, the rule, and the value given, one line each, e.g.
+`german.yaml: transfer.d_f[2]: must be a positive integer, got -5`. Command-line overrides (`key=value`) are
+validated by the same schema, so their errors read the same. Loading writes nothing and starts nothing.
 """
 
 from __future__ import annotations
 
+import copy
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -329,12 +332,17 @@ def resolve_size(size: SizeEntry) -> ModelShape:
 # --------------------------------------------------------------------------------------------- loading
 
 
-def load_space(path: str | Path) -> Space:
-    """Read, validate and resolve one search-space file.
+def load_space(path: str | Path, overrides: Sequence[str] = ()) -> Space:
+    """Read, validate and resolve one search-space file, with command-line overrides applied.
+
+    Args:
+        path: The space file.
+        overrides: `dotted.key=value` settings (Hydra / OmegaConf style, the value read as YAML), applied after
+            `pretrain_from` and validated with the rest, e.g. `transfer.lr=[1e-3]`.
 
     Raises:
-        ConfigError: the file is missing, empty, not YAML, or breaks any rule; the message lists every
-            problem, one per line, each with its dotted path.
+        ConfigError: the file is missing, empty, not YAML, an override is malformed, or the result breaks any
+            rule; the message lists every problem, one per line, as `<file>: <dotted.path>: <rule>`.
     """
     path = Path(path)
     raw = _read_yaml(path)
@@ -342,14 +350,63 @@ def load_space(path: str | Path) -> Space:
     base = raw.get("pretrain_from")
     if base is not None:
         raw = _merge_pretrain_from(raw, path, problems)
+    raw = apply_overrides(raw, overrides, problems)
     try:
         space = Space.model_validate(raw)
     except ValidationError as exc:
         problems += format_validation_error(exc)
-        raise ConfigError(_header(path, problems)) from None
+        raise ConfigError(_lines(path, problems)) from None
     if problems:
-        raise ConfigError(_header(path, problems))
+        raise ConfigError(_lines(path, problems))
     return space.model_copy(update={"source": path})
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str], problems: list[str]) -> dict[str, Any]:
+    """A copy of `raw` with each `dotted.key=value` set; malformed overrides are added to `problems`.
+
+    A key names a path of mappings (a number picks a list item). Missing mappings on the way are created and
+    the last key may be new, so that a misspelt key reaches the schema, which names it as an unknown key.
+    """
+    out = copy.deepcopy(raw)
+    for override in overrides:
+        key, sep, text = override.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts):
+            problems.append(
+                f"{override!r}: an override must be KEY=VALUE with a dotted KEY, e.g. transfer.lr=[1e-3]"
+            )
+            continue
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            problems.append(f"{key}: an override's value must be YAML, got {text!r}")
+            continue
+        problem = _set(out, parts, value)
+        if problem:
+            problems.append(f"{key}: {problem}")
+    return out
+
+
+def _set(node: Any, parts: list[str], value: Any) -> str | None:
+    """Set node[parts[0]][parts[1]]... = value; the problem when the path runs into a value that is not a
+    mapping or list."""
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            index: int | str = int(part)
+        elif isinstance(node, dict):
+            index = part
+            if not last and not isinstance(node.get(part), (dict, list)):
+                if part in node and node[part] is not None:
+                    return f"must name a key inside a mapping, but {'.'.join(parts[: depth + 1])} is a value"
+                node[part] = {}
+        else:
+            return f"must name a key inside a mapping, but {'.'.join(parts[:depth]) or parts[0]} is not one"
+        if last:
+            node[index] = value
+            return None
+        node = node[index]
+    return None
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -386,7 +443,7 @@ def _merge_pretrain_from(raw: dict[str, Any], path: Path, problems: list[str]) -
     try:
         base = load_space(path.parent / ref)
     except ConfigError as exc:
-        problems.append(f"pretrain_from: {ref} is not a valid space: {exc}")
+        problems += [f"pretrain_from: {line}" for line in str(exc).splitlines()]
         return raw
     if base.pretrain is None:
         problems.append(f"pretrain_from: {ref} has no pretrain stage")
@@ -400,9 +457,9 @@ def _merge_pretrain_from(raw: dict[str, Any], path: Path, problems: list[str]) -
     return merged
 
 
-def _header(path: Path, problems: list[str]) -> str:
-    noun = "problem" if len(problems) == 1 else "problems"
-    return f"{path}: {len(problems)} {noun}\n" + "\n".join(f"  {p}" for p in problems)
+def _lines(path: Path, problems: list[str]) -> str:
+    """One line per problem, each naming the file: what `sweep_engine.exits` prints as `error:` lines."""
+    return "\n".join(f"{path}: {p}" for p in problems)
 
 
 def format_validation_error(exc: ValidationError) -> list[str]:

@@ -8,14 +8,13 @@ stderr and exits with code 2; anything else that escapes is a runtime failure (e
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from sweep_engine.errors import UserError
+from sweep_engine.exits import on_bad_input as _bad_input
 
 
 def resolve_results_dir(path: Path) -> Path:
@@ -56,16 +55,6 @@ def log_report_to_mlflow(paths: list[Path], report_dir: Path) -> list[str]:
         if where is not None:
             logged += log_report(*where, report_dir)
     return logged
-
-
-@contextmanager
-def _bad_input() -> Iterator[None]:
-    try:
-        yield
-    except UserError as exc:
-        msg = str(exc).strip().replace("\n", "; ")
-        typer.echo(f"error: {msg}", err=True)
-        raise typer.Exit(2) from None
 
 
 def analyze_cmd(
