@@ -31,8 +31,14 @@ FailureReason = Literal["oom", "diverged", "config", "crash"]
 CorpusKind = Literal["builtin", "path", "hf"]
 CORPUS_KINDS: tuple[CorpusKind, ...] = ("builtin", "path", "hf")
 # The words trial keys and data caches were first written with; they keep them, so that renaming the kinds to
-# the space file's words (`builtin`, `path`, `hf`) moved no key and rebuilt no cache.
-CORPUS_KIND_IN_KEYS = {"builtin": "bible", "path": "text", "hf": "hf"}
+# the space file's words (`builtin`, `path`, `hf`) moved no key and rebuilt no cache. A kind added later is
+# written as itself.
+CORPUS_KIND_IN_KEYS = {"builtin": "bible", "path": "text"}
+
+
+def kind_in_keys(kind: str) -> str:
+    """How a corpus kind is written in trial keys and cache names."""
+    return CORPUS_KIND_IN_KEYS.get(kind, kind)
 
 
 @dataclass(frozen=True)
@@ -230,7 +236,7 @@ def key_dict(obj: Any) -> Any:
                 continue
             out[f.name] = key_dict(value)
         if isinstance(obj, CorpusSpec):
-            out["kind"] = CORPUS_KIND_IN_KEYS[obj.kind]
+            out["kind"] = kind_in_keys(obj.kind)
         return out
     if isinstance(obj, (list, tuple)):
         return [key_dict(v) for v in obj]

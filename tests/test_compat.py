@@ -87,3 +87,14 @@ def test_finetuning_from_an_old_best_keeps_its_embeddings(old_sweep: Space, tmp_
     shutil.copy(old_best / "trial_spec.json", best / "trial_spec.json")
     _, notes = load_pretrained(best, pre.model, 512, finetune.context, finetune.data.tokenizer)
     assert notes == []
+
+
+def test_data_caches_keep_their_names() -> None:
+    """Cache names hash the corpus fingerprint, which keeps the corpus kinds' first words (2c1c91b's values)."""
+    from sweep_engine.data.corpora import fingerprint
+    from sweep_engine.data.tokenizer import tokenizer_key
+    from sweep_engine.spec import CorpusSpec, TokenizerSpec, content_hash
+
+    bible = CorpusSpec("builtin", "en", ("web",), "nt")
+    assert tokenizer_key(TokenizerSpec(kind="bpe", vocab_size=512, corpus=bible)) == "0df82e74776b"
+    assert content_hash(fingerprint(CorpusSpec("hf", "de", name="x/y", config="c"))) == "2e37846247fd"

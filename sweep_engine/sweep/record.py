@@ -163,7 +163,7 @@ def run_name(spec: TrialSpec) -> str:
 
 
 def final_metrics(result: TrialResult) -> dict[str, float]:
-    """The scalar quantities of a finished run (SCIENCE.md 'Quantities')."""
+    """The scalar quantities of a finished run (its ledger columns, docs/ledger.md)."""
     out: dict[str, float] = {
         k: float(v)
         for k, v in dataclasses.asdict(result).items()
