@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/fit_speed.py [--plain-starts 300] [--plain-resamples 40] [--full]
 
-Both sides fit the same 240 points (shared/reference, the 5 highest-loss points dropped, D = C / (6 N)) with the
+Both sides fit the same 240 points (tests/analysis/reference, the 5 highest-loss points dropped, D = C / (6 N)) with the
 same objective (sum of Huber(1e-3) on log loss, log-sum-exp form) and the same L-BFGS-B method. The plain loop is
 what the Chinchilla replication ran: scipy's L-BFGS-B from every start, one at a time, numerical gradients.
 Running it over all 4,500 starts and 1,000 x 4 bootstrap refits takes a long time on 2 cores, so by default it
@@ -24,7 +24,7 @@ from scipy.special import huber, logsumexp
 from sweep_engine.analysis.fit import fit_law
 from sweep_engine.analysis.laws import CHINCHILLA_GRID, get_law
 
-DATA = Path("/work/shared/reference/chinchilla_svg_extracted_data.csv")
+DATA = Path(__file__).parent.parent / "tests/analysis/reference/chinchilla_svg_extracted_data.csv"
 
 
 def load(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -208,10 +208,14 @@ def closing_lines(
     names = ", ".join(s.experiment_name for _, s in spaces)
     lines = [
         "",
-        f"report: {summary['report_md']}",
-        f"        {summary['report_html']}",
-        f"answer: {head['line']}",
-        f"        {head['verdict']}",
+        "answer, the evidence first: fine-tuned minus scratch loss on the same test documents at the smallest D_F",
+        "        (95% paired interval; negative = English pre-training helps):",
+        *(f"  {line}" for line in head["evidence"]),
+        "transfer: D_F/D_E (unitless, fair across scripts; smaller = more help), D_T in tokens and characters:",
+        *(f"  {line}" for line in head["transfer"]),
+        f"verdict: {head['verdict']}",
+        f"report: {summary['report_html']}",
+        f"        {summary['report_md']}",
         f"runs:   {ui_hint(first.tracking_uri)}   (experiments {names})",
     ]
     if not storage_overridden:

@@ -45,14 +45,16 @@ def test_demo_runs_the_study_and_prints_the_answer(
     run, storage = demo
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     out = run.stdout
-    report_md = re.search(r"^report: (\S+report\.md)$", out, re.M)
-    assert report_md and Path(report_md.group(1)).parent.parent == storage
-    assert re.search(r"^\s+\S+report\.html$", out, re.M)
-    answer = re.search(
-        r"^answer: D_T at D_F=500 tokens \(tokens, 95% bootstrap interval\): xxs: .+; xs: .+$", out, re.M
-    )
-    assert answer, out
-    assert re.search(r"seed study's ordering de > es > zh", out)
+    report_html = re.search(r"^report: (\S+report\.html)$", out, re.M)
+    assert report_html and Path(report_html.group(1)).parent.parent == storage
+    assert re.search(r"^\s+\S+report\.md$", out, re.M)
+    answer = out[out.index("answer, the evidence first") : out.index("verdict: ")]
+    for size in ("xxs", "xs"):  # the gap per language, in nats per token and bits per character
+        assert re.search(
+            rf"^  {size} at D_F=500: de [+-][\d.]+ nats/token \[.+\], [+-][\d.]+ bits/char", answer, re.M
+        )
+        assert re.search(rf"^  {size}: \w\w D_F/D_E", answer, re.M)
+    assert re.search(r"^verdict: By D_F/D_E, the seed study's ordering de > es > zh", out, re.M)
     assert f"mlflow ui --backend-store-uri sqlite:///{storage}/mlflow.db" in out
     assert re.search(r"^wall time: \S+ \(\d+ s: sweeps \d+ s, analysis \d+ s\)$", out, re.M)
     # The shared English models: trained by the first sweep, found done by the other two.
@@ -72,11 +74,12 @@ def test_demo_report_has_the_summary_and_every_figure(
     assert md.index("## Summary") < md.index("## Figures")
     summary = md[md.index("## Summary") : md.index("## Figures")]
     for words in (
-        "gains",
+        "The evidence, per size at the smallest D_F",
         "seed study's ordering de > es > zh",
-        "Fine-tuning reaches",
+        "Fine-tuned against scratch per D_F",
         "converged",
         "data-limited",
+        "paired bootstrap replicates",
     ):
         assert words in summary
     figures = re.findall(r"\]\((figures/[^)]+\.png)\)", md)
@@ -84,7 +87,7 @@ def test_demo_report_has_the_summary_and_every_figure(
     for fig in figures:
         assert (out / fig).stat().st_size > 1000
     assert md.count("Units: ") >= len(figures)  # every figure says its units
-    assert "D_T 95% CI (tok)" in md
+    assert "D_T 95% CI (tok)" in md and "gap 95% CI" in md
     assert (out / "report.html").read_text().count("data:image/png;base64,") == len(figures)
 
 

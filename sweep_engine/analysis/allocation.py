@@ -44,7 +44,7 @@ def holdout_largest(cells: pd.DataFrame, *, bootstrap: int = 0, seed: int = 0) -
                 }
             )
             continue
-        rows.append({**row, **score(fit, top["n_params"], top["d_f"], top["best_val_loss"]), "note": ""})
+        rows.append({**row, **score(fit, top["n_params"], top["d_f"], top["loss"]), "note": ""})
     return pd.DataFrame(rows)
 
 
@@ -86,7 +86,7 @@ def allocation_table(
         ftc = c[c["init"] == "finetune"]
         cpt = float((c["d_f_chars"] / c["d_f"]).median())
         lang_targets = (targets or {}).get(lang) or sorted(
-            {round(float(q), 2) for q in np.percentile(ftc["best_val_loss"], [10, 30, 50])}
+            {round(float(q), 2) for q in np.percentile(ftc["loss"], [10, 30, 50])}
         )
         lo_d, hi_d = float(c["d_f"].min()), float(c["d_f"].max())
         for target in lang_targets:
@@ -94,6 +94,9 @@ def allocation_table(
             for n in sorted(c["n_params"].unique()):
                 d_s = data_for_loss(get_law(scratch.law), scratch.theta, float(n), target)
                 d_f = data_for_loss(get_law(ft.law), ft.theta, float(n), target)
+                # inf - finite = +inf (only pre-training reaches it), finite - inf = -inf (pre-training makes
+                # it unreachable), inf - inf = NaN (neither does).
+                worth = d_s - d_f if math.isfinite(d_s) or math.isfinite(d_f) else math.nan
                 block.append(
                     {
                         "language": lang,
@@ -101,12 +104,9 @@ def allocation_table(
                         "n_params": float(n),
                         "d_scratch": d_s,
                         "d_finetune": d_f,
-                        "pretraining_worth": d_s - d_f
-                        if math.isfinite(d_s) and math.isfinite(d_f)
-                        else math.inf,
-                        "pretraining_worth_chars": (d_s - d_f) * cpt
-                        if math.isfinite(d_s - d_f)
-                        else math.inf,
+                        "pretraining_worth": worth,
+                        "pretraining_worth_chars": worth * cpt,
+                        "reachable": _reachable(d_s, d_f),
                         "compute_finetune": 6.0 * n * d_f,
                         "compute_scratch": 6.0 * n * d_s,
                         "extrapolated": not all(lo_d <= v <= hi_d for v in (d_s, d_f) if math.isfinite(v)),
@@ -117,3 +117,14 @@ def allocation_table(
                 r["cheapest"] = bool(finite) and r["compute_finetune"] == min(finite)
             rows += block
     return pd.DataFrame(rows)
+
+
+def _reachable(d_scratch: float, d_finetune: float) -> str:
+    """Which init reaches the target loss at this size, in words (the table's `inf` explained)."""
+    if math.isfinite(d_scratch) and math.isfinite(d_finetune):
+        return "both"
+    if math.isfinite(d_finetune):
+        return "only with pre-training"
+    if math.isfinite(d_scratch):
+        return "only from scratch (unreachable with pre-training)"
+    return "unreachable"

@@ -1,25 +1,39 @@
-"""Cells: (language, init, N, D_F), each the best run over its LR/schedule sweep, seeds averaged first.
+"""Cells: (language, init, N, D_F), each the best configuration of its LR/schedule sweep.
 
-A cell is what every later stage reads (SCIENCE.md): the transfer table, the regimes, the figures.
+Selection and reporting use different held-out documents (SCIENCE.md, "Measuring, not just fitting"): a
+cell's configuration is the one with the lowest validation loss (seeds averaged), and the loss the cell reports
+is that configuration's loss on the test split (seeds averaged). Choosing on the numbers one reports would
+bias every cell low by the best-of-k selection. A ledger without test losses (older runs, user CSVs) falls back
+to validation, and the cell says so (`split` = "val").
 """
 
 from __future__ import annotations
 
+import json
+import math
+from typing import Any
+
+import numpy as np
 import pandas as pd
 
 CELL_KEYS = ["language", "init", "n_params", "d_f"]
 CONFIG_COLS = ["lr", "schedule_kind", "warmup_steps", "decay_floor"]
+STILL_FALLING = 0.005  # a budget-stopped run whose loss fell > 0.5% over its last quarter is under-trained
 
 
 def best_cells(ledger: pd.DataFrame) -> pd.DataFrame:
-    """The cell table from a ledger: finished transfer runs, seeds averaged, then the best configuration.
+    """The cell table from a ledger: finished transfer runs, the configuration chosen on validation.
 
     Args:
         ledger: rows as in docs/ledger.md (see ledger_io.read_ledgers).
 
     Returns:
-        One row per cell with the cell keys, the best configuration's columns (numeric ones averaged over
-        seeds), `n_configs` (configurations tried) and `n_seeds` (seeds behind the chosen one).
+        One row per cell: the cell keys, the chosen configuration, `best_val_loss` (its validation loss, the
+        selection criterion), `loss` / `bpc` (the reported loss in nats per token / bits per character, from
+        `split` "test" or "val"), `run_keys` (the chosen configuration's trial keys, one per seed),
+        `n_seeds`, `n_configs`, `stop_reason` ("budget" if any chosen run hit the cap), `still_falling` (a
+        chosen run was ended by the budget while its loss still fell), `flops_at_best` (6 N tokens at the best
+        step), and the other numeric columns averaged over the chosen seeds.
     """
     ok = (
         (ledger["stage"] == "transfer")
@@ -27,23 +41,84 @@ def best_cells(ledger: pd.DataFrame) -> pd.DataFrame:
         & (ledger["best_val_loss"] > 0)
         & ledger["best_val_loss"].notna()
     )
-    df = ledger[ok].copy()
-    if df.empty:
-        return df.assign(n_configs=pd.Series(dtype=int), n_seeds=pd.Series(dtype=int))
-    config = [c for c in CONFIG_COLS if c in df.columns]
-    group = CELL_KEYS + config
-    df[config] = df[config].fillna("-")  # NaN keys would drop rows from the groupby
-    numeric = [c for c in df.select_dtypes("number").columns if c not in group and c != "seed"]
-    other = [c for c in df.columns if c not in group and c not in numeric and c != "seed"]
-    agg = {**{c: "mean" for c in numeric}, **{c: "first" for c in other}}
-    runs = df.groupby(group, sort=True, dropna=False).agg(agg)
-    runs["n_seeds"] = df.groupby(group, sort=True, dropna=False).size()
-    runs = runs.reset_index()
-    best = runs.loc[runs.groupby(CELL_KEYS)["best_val_loss"].idxmin()].copy()
-    best["n_configs"] = (
-        runs.groupby(CELL_KEYS).size().reindex(pd.MultiIndex.from_frame(best[CELL_KEYS])).to_numpy()
-    )
-    return best.sort_values(CELL_KEYS).reset_index(drop=True)
+    runs = ledger[ok].copy()
+    if runs.empty:
+        return pd.DataFrame(columns=[*CELL_KEYS, "loss", "bpc", "split", "n_seeds", "n_configs"])
+    config = [c for c in CONFIG_COLS if c in runs.columns]
+    runs[config] = runs[config].fillna("-")  # NaN keys would drop rows from the groupby
+    runs["_still_falling"] = [still_falling(r) for r in runs.to_dict(orient="records")]
+    rows = []
+    for key, cell in runs.groupby(CELL_KEYS, sort=True):
+        by_config = cell.groupby(config, sort=True, dropna=False)
+        chosen_key = by_config["best_val_loss"].mean().idxmin()
+        chosen = by_config.get_group(chosen_key if isinstance(chosen_key, tuple) else (chosen_key,))
+        rows.append(_cell_row(dict(zip(CELL_KEYS, key, strict=True)), chosen, config, by_config.ngroups))
+    return pd.DataFrame(rows).sort_values(CELL_KEYS).reset_index(drop=True)
+
+
+def _cell_row(
+    keys: dict[str, Any], chosen: pd.DataFrame, config: list[str], n_configs: int
+) -> dict[str, Any]:
+    first = chosen.iloc[0]
+    numeric = {c: float(chosen[c].mean()) for c in chosen.select_dtypes("number").columns if c not in keys}
+    has_test = "test_loss" in chosen and bool(chosen["test_loss"].notna().all())
+    loss = chosen["test_loss"] if has_test else chosen["best_val_loss"]
+    bpc = chosen["test_bpc"] if has_test and "test_bpc" in chosen else chosen["best_val_bpc"]
+    stops = set(chosen.get("stop_reason", pd.Series(dtype=str)).astype(str))
+    row = {
+        # Per-document losses stay in the ledger (resample.py reads them by run_keys); the rest is the cell's.
+        **{
+            c: first[c]
+            for c in chosen.columns
+            if c not in numeric and not c.startswith("_") and c != "doc_losses"
+        },
+        **numeric,
+        **keys,
+        **{c: first[c] for c in config},
+        "loss": float(loss.mean()),
+        "bpc": float(bpc.mean()),
+        "split": "test" if has_test else "val",
+        "run_keys": tuple(str(k) for k in chosen.get("trial_key", pd.Series(range(len(chosen))))),
+        "n_seeds": len(chosen),
+        "n_configs": n_configs,
+        "stop_reason": "budget" if "budget" in stops else sorted(stops)[0] if stops else "",
+        "still_falling": bool(chosen["_still_falling"].any()),
+    }
+    row["flops_at_best"] = 6.0 * float(keys["n_params"]) * row.get("tokens_at_best", math.nan)
+    return row
+
+
+def still_falling(run: dict[str, Any]) -> bool:
+    """Whether the token budget ended a run while its validation loss still fell (it measures compute, not
+    data): the loss fell by more than 0.5% over the last quarter of its curve, or, without a curve, its best
+    evaluation came in the last 10% of the run."""
+    if str(run.get("stop_reason", "")) != "budget":
+        return False
+    fall = final_fall(run.get("curve"))
+    if math.isfinite(fall):
+        return fall > STILL_FALLING
+    seen = run.get("tokens_seen")
+    at_best = run.get("tokens_at_best")
+    if seen is None or at_best is None or not seen or not np.isfinite([seen, at_best]).all():
+        return True  # nothing says it had stopped improving: assume the worst
+    return bool(at_best / seen >= 0.9)
+
+
+def final_fall(curve: Any) -> float:
+    """Relative fall of the validation loss over the last quarter of the curve (NaN without a curve)."""
+    if not isinstance(curve, str) or not curve:
+        return math.nan
+    try:
+        pts = json.loads(curve)
+        tokens = np.array([p["tokens"] for p in pts], dtype=float)
+        loss = np.array([p["val_loss"] for p in pts], dtype=float)
+    except (ValueError, KeyError, TypeError):
+        return math.nan
+    if tokens.size < 3:
+        return math.nan
+    start = tokens[0] + 0.75 * (tokens[-1] - tokens[0])
+    before = loss[tokens <= start][-1]
+    return float((before - loss[-1]) / before)
 
 
 def pretrain_runs(ledger: pd.DataFrame) -> pd.DataFrame:

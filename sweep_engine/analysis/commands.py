@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -87,11 +87,15 @@ def analyze_cmd(
     )
     if logged:
         typer.echo(f"logged to {len(logged)} MLflow parent run(s): {', '.join(logged)}")
-    for row in summary["comparison"]:
-        typer.echo(
-            f"  {row['language']}: transfer rank {row['transfer_rank']}, median D_F/D_E {_g(row['median_fraction'])}, "
-            f"law k={_g(row['k'])} alpha={_g(row['alpha'])} beta={_g(row['beta'])} (D in characters)"
-        )
+    for line in summary["headline"]["evidence"]:
+        typer.echo(f"  gap  {line}")
+    for line in summary["headline"]["transfer"]:
+        typer.echo(f"  D_F/D_E  {line}")
+    typer.echo(f"  {summary['headline']['verdict']}")
+    for lang, info in summary["languages"].items():
+        law = info["transfer_law"]
+        if law is not None:
+            typer.echo(f"  {lang} transfer law: {law['status']}")
 
 
 def fit_cmd(
@@ -138,10 +142,6 @@ def fit_cmd(
         return
     for res in results:
         typer.echo(describe(res))
-
-
-def _g(v: Any) -> str:
-    return "nan" if v is None else f"{v:.3g}"
 
 
 COMMANDS: dict[str, Callable[..., None]] = {"analyze": analyze_cmd, "fit": fit_cmd}

@@ -62,11 +62,22 @@ def read_ledger(path: Path) -> pd.DataFrame:
     df["source"] = df["sweep"].astype(str) if "sweep" in df.columns else name
     for col in ("n_params", "d_f", "best_val_loss"):
         df[col] = pd.to_numeric(df[col], errors="coerce")
-    for col in ("d_f_chars", "val_tokens_per_char", "best_val_bpc", "tokens_seen", "tokens_at_best", "flops"):
+    for col in (
+        "d_f_chars",
+        "val_tokens_per_char",
+        "best_val_bpc",
+        "test_loss",
+        "test_tokens_per_char",
+        "test_bpc",
+        "tokens_seen",
+        "tokens_at_best",
+        "flops",
+    ):
         df[col] = pd.to_numeric(df[col], errors="coerce") if col in df.columns else np.nan
     # Bits per character from nats per token when the ledger lacks the column (docs/ledger.md's definition).
     bpc = df["best_val_loss"] * df["val_tokens_per_char"] / math.log(2)
     df["best_val_bpc"] = df["best_val_bpc"].fillna(bpc)
+    df["test_bpc"] = df["test_bpc"].fillna(df["test_loss"] * df["test_tokens_per_char"] / math.log(2))
     df["flops"] = df["flops"].fillna(6.0 * df["n_params"] * df["tokens_seen"])
     return df
 

@@ -20,7 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MplFigure
 
 if TYPE_CHECKING:
-    from sweep_engine.analysis.report import Analysis
+    from sweep_engine.analysis.pipeline import Analysis
 
 LOSS_UNIT = {"tokens": "nats per token", "chars": "bits per character"}
 D_UNIT = {"tokens": "tokens", "chars": "characters"}
@@ -89,29 +89,38 @@ def _empty(out: Path, name: str, title: str, why: str) -> Figure:
 
 
 def transfer_curves(a: Analysis, out: Path) -> list[Figure]:
-    """Per language, one panel per size: scratch and fine-tuned loss against D_F, D_T drawn as arrows."""
+    """Per language, one panel per size: scratch points and their monotone curve, fine-tuned points, D_T as
+    arrows from D_F to D_E (dotted: D_E outside the scratch range, a bound)."""
     figs = []
     for lang, lt in a.transfer.languages.items():
         c = a.cells[a.cells["language"] == lang]
         sizes = sorted(c["n_params"].unique())
         fig, axes = _panels(len(sizes))
-        dcol, lcol = ("d_f", "best_val_loss") if lt.basis == "tokens" else ("d_f_chars", "best_val_bpc")
+        dcol, lcol = ("d_f", "loss") if lt.basis == "tokens" else ("d_f_chars", "bpc")
         for ax, n in zip(axes, sizes, strict=False):
             sc = c[(c["n_params"] == n) & (c["init"] == "scratch")].sort_values(dcol)
             ft = c[(c["n_params"] == n) & (c["init"] == "finetune")].sort_values(dcol)
-            ax.plot(sc[dcol], sc[lcol], "o", mfc="none", color="C0", label="scratch")
+            cut = sc["still_falling"].astype(bool)
+            ax.plot(sc.loc[~cut, dcol], sc.loc[~cut, lcol], "o", mfc="none", color="C0", label="scratch")
+            ax.plot(
+                sc.loc[cut, dcol], sc.loc[cut, lcol], "x", color="C0", label="scratch (budget-cut, left out)"
+            )
             ax.plot(ft[dcol], ft[lcol], "o-", color="C1", label="fine-tuned")
             curve = lt.curves.get(float(n))
-            if curve is not None and len(sc):
-                grid = np.geomspace(
-                    min(sc[dcol].min(), ft[dcol].min() if len(ft) else np.inf), sc[dcol].max() * 3, 100
+            if curve is not None and curve.usable:
+                ax.plot(
+                    np.exp(curve.grid_x),
+                    np.exp(curve.grid_y[:, 0]),
+                    "--",
+                    color="C0",
+                    lw=1,
+                    label="scratch curve",
                 )
-                ax.plot(grid, curve.loss_at(grid), "--", color="C0", lw=1, label=f"scratch {curve.kind}")
             rows = lt.table[lt.table["n_params"] == n]
             for _, r in rows.iterrows():
                 d_f, d_e = (r["d_f"], r["d_e"]) if lt.basis == "tokens" else (r["d_f_chars"], r["d_e_chars"])
                 y = r["loss"] if lt.basis == "tokens" else r["bpc"]
-                if np.isfinite(d_e):
+                if np.isfinite(d_e) and d_e > 0:
                     style = "dotted" if r["extrapolated"] else "solid"
                     ax.annotate(
                         "",
@@ -123,16 +132,40 @@ def transfer_curves(a: Analysis, out: Path) -> list[Figure]:
                 xscale="log",
                 title=_fmt_n(n),
                 xlabel=f"D_F ({D_UNIT[lt.basis]})",
-                ylabel=f"loss ({LOSS_UNIT[lt.basis]})",
+                ylabel=f"test loss ({LOSS_UNIT[lt.basis]})",
             )
         axes[0].legend(fontsize=7)
-        title = f"{lang}: scratch vs fine-tuned loss; arrows = D_T (dotted: extrapolated D_E)"
+        title = f"{lang}: scratch vs fine-tuned loss; arrows D_F -> D_E (dotted: outside the scratch range)"
         figs.append(
             _save(
                 fig, out, f"transfer_{lang}", title, f"loss in {LOSS_UNIT[lt.basis]}, D in {D_UNIT[lt.basis]}"
             )
         )
     return figs
+
+
+def gaps(a: Analysis, out: Path) -> list[Figure]:
+    """The evidence: fine-tuned minus scratch loss (bits per character) against D_F, 95% paired intervals."""
+    langs = list(a.transfer.languages)
+    fig, axes = _panels(len(langs))
+    for ax, lang in zip(axes, langs, strict=False):
+        t = a.transfer.languages[lang].table
+        sizes = sorted(t["n_params"].unique()) if not t.empty else []
+        for i, (col, n) in enumerate(zip(_colors(len(sizes)), sizes, strict=False)):
+            r = t[t["n_params"] == n].sort_values("d_f")
+            shift = 1.0 + 0.04 * (
+                i - (len(sizes) - 1) / 2
+            )  # side by side, so the bars do not hide each other
+            err = np.vstack([r["gap_bpc"] - r["gap_bpc_lo"], r["gap_bpc_hi"] - r["gap_bpc"]])
+            ax.errorbar(r["d_f"] * shift, r["gap_bpc"], yerr=np.nan_to_num(err), fmt="o-", color=col, ms=4,
+                        capsize=2, label=_fmt_n(n))  # fmt: skip
+        ax.axhline(0.0, color="0.5", lw=1)
+        ax.set(xscale="log", title=lang, xlabel="D_F (tokens)", ylabel="fine-tuned - scratch (bits per char)")
+        ax.legend(fontsize=7)
+    title = (
+        "The evidence: fine-tuned minus scratch test loss, 95% paired intervals (below 0 = transfer helps)"
+    )
+    return [_save(fig, out, "gaps", title, "loss gap in bits per character, D_F in tokens")]
 
 
 def fraction(a: Analysis, out: Path) -> list[Figure]:
@@ -143,10 +176,15 @@ def fraction(a: Analysis, out: Path) -> list[Figure]:
         t = a.transfer.languages[lang].table
         sizes = sorted(t["n_params"].unique()) if not t.empty else []
         for col, n in zip(_colors(len(sizes)), sizes, strict=False):
-            r = t[(t["n_params"] == n) & np.isfinite(t["fraction"])].sort_values("d_f")
-            ax.plot(r["d_f"], r["fraction"], "-", color=col, label=_fmt_n(n))
+            r = t[(t["n_params"] == n) & np.isfinite(t["fraction"]) & (t["fraction"] > 0)].sort_values("d_f")
+            inside = r[~r["extrapolated"]]
+            err = np.vstack(
+                [inside["fraction"] - inside["fraction_lo"], inside["fraction_hi"] - inside["fraction"]]
+            )
+            ax.errorbar(inside["d_f"], inside["fraction"], yerr=np.clip(np.nan_to_num(err), 0, None), fmt="o",
+                        color=col, ms=4, capsize=2, label=_fmt_n(n))  # fmt: skip
+            ax.plot(r["d_f"], r["fraction"], "-", color=col, lw=0.8)
             ex = r[r["extrapolated"]]
-            ax.plot(r.loc[~r["extrapolated"], "d_f"], r.loc[~r["extrapolated"], "fraction"], "o", color=col)
             ax.plot(ex["d_f"], ex["fraction"], "o", mfc="none", color=col)
         ax.set(xscale="log", yscale="log", title=lang, xlabel="D_F (tokens)", ylabel="D_F / D_E")
         ax.legend(fontsize=7)
@@ -155,7 +193,7 @@ def fraction(a: Analysis, out: Path) -> list[Figure]:
             fig,
             out,
             "fraction",
-            "Fraction of effective data from fine-tuning (open = extrapolated D_E)",
+            "D_F / D_E with 95% intervals (open = D_E outside the scratch range, a bound)",
             "D_F in tokens; D_F / D_E unitless",
         )
     ]
@@ -173,14 +211,17 @@ def loss_vs_n(a: Analysis, out: Path) -> list[Figure]:
                 r = c[(c["d_f"] == d) & (c["init"] == init)].sort_values("n_params")
                 ax.plot(
                     r["n_params"],
-                    r["best_val_loss"],
+                    r["loss"],
                     style,
                     color=col,
                     ms=4,
                     label=f"D_F={d:.0e}" if init == "finetune" else None,
                 )
         ax.set(
-            xscale="log", title=lang, xlabel="N (non-embedding parameters)", ylabel="loss (nats per token)"
+            xscale="log",
+            title=lang,
+            xlabel="N (non-embedding parameters)",
+            ylabel="test loss (nats per token)",
         )
         ax.legend(fontsize=6)
     return [
@@ -202,13 +243,13 @@ def compute(a: Analysis, out: Path) -> list[Figure]:
     for ax, lang in zip(axes, langs, strict=False):
         for init, col in (("scratch", "C0"), ("finetune", "C1")):
             r = t[(t["language"] == lang) & (t["init"] == init)]
-            ax.plot(r["flops"], r["best_val_loss"], "o", color=col, alpha=0.4, ms=4, label=init)
+            ax.plot(r["flops"], r["loss"], "o", color=col, alpha=0.4, ms=4, label=init)
             fr = r[r["on_frontier"]].sort_values("flops")
-            ax.step(fr["flops"], fr["best_val_loss"], where="post", color=col, lw=1.5)
+            ax.step(fr["flops"], fr["loss"], where="post", color=col, lw=1.5)
         ax.set(
             xscale="log",
             title=lang,
-            xlabel="C = 6 N tokens_seen (FLOPs; pre-training excluded)",
+            xlabel="C = 6 N tokens at the best step (FLOPs; pre-training excluded)",
             ylabel="loss (nats per token)",
         )
         ax.legend(fontsize=7)
@@ -257,37 +298,38 @@ def pretrain(a: Analysis, out: Path) -> list[Figure]:
     ]
 
 
-def scratch_fits(a: Analysis, out: Path) -> list[Figure]:
-    """The per-size scratch power laws with their bootstrap bands."""
+def scratch_curves(a: Analysis, out: Path) -> list[Figure]:
+    """The per-size monotone scratch curves through the measurements, with the replicates' 95% band."""
     langs = list(a.transfer.languages)
     fig, axes = _panels(len(langs))
     for ax, lang in zip(axes, langs, strict=False):
         lt = a.transfer.languages[lang]
         curves = sorted(lt.curves.items())
         for col, (n, c) in zip(_colors(len(curves)), curves, strict=False):
-            ax.plot(c.d, c.loss, "o", color=col, ms=4)
-            grid = np.geomspace(c.d.min() / 3, c.d.max() * 3, 100)
-            if c.fit is not None:
-                lo, hi = c.fit.band(x=grid)
-                ax.fill_between(grid, lo, hi, color=col, alpha=0.2)
-                p = c.fit.params
-                label = f"{_fmt_n(n)}: E={p['E']:.2f} beta={p['beta']:.2f}"
-            else:
-                label = f"{_fmt_n(n)}: interpolated"
-            ax.plot(grid, c.loss_at(grid), color=col, lw=1, label=label)
+            ax.plot(c.d, c.loss[:, 0], "o", color=col, ms=4)
+            for d, _ in c.excluded:
+                ax.axvline(d, color=col, ls=":", lw=0.8)
+            if not c.usable:
+                continue
+            x = np.exp(c.grid_x)
+            if c.replicates > 2:
+                lo, hi = np.percentile(np.exp(c.grid_y[:, 1:]), [2.5, 97.5], axis=1)
+                ax.fill_between(x, lo, hi, color=col, alpha=0.2)
+            ax.plot(x, np.exp(c.grid_y[:, 0]), color=col, lw=1, label=_fmt_n(n))
         ax.set(
             xscale="log",
             title=f"{lang} ({lt.basis})",
             xlabel=f"D ({D_UNIT[lt.basis]})",
-            ylabel=f"loss ({LOSS_UNIT[lt.basis]})",
+            ylabel=f"test loss ({LOSS_UNIT[lt.basis]})",
         )
         ax.legend(fontsize=6)
     return [
         _save(
             fig,
             out,
-            "scratch_fits",
-            "Scratch curves L = E + B / D^beta per size, 95% bootstrap bands",
+            "scratch_curves",
+            "Scratch curves: monotone interpolants through the measurements, 95% bootstrap bands "
+            "(dotted: budget-cut runs left out)",
             "per panel, the language's basis (in its title): tokens = loss in nats per token and D in tokens, "
             "chars = loss in bits per character and D in characters",
         )
@@ -307,7 +349,7 @@ def joint_fits(a: Analysis, out: Path) -> list[Figure]:
         grid = np.geomspace(c["d_f"].min() / 2, c["d_f"].max() * 2, 80)
         for col, n in zip(_colors(len(sizes)), sizes, strict=False):
             r = c[c["n_params"] == n]
-            ax.plot(r["d_f"], r["best_val_loss"], "o", color=col, ms=4)
+            ax.plot(r["d_f"], r["loss"], "o", color=col, ms=4)
             lo, hi = fit.band(n=np.full_like(grid, n), d=grid)
             ax.fill_between(grid, lo, hi, color=col, alpha=0.2)
             ax.plot(grid, fit.predict(n=np.full_like(grid, n), d=grid), color=col, lw=1, label=_fmt_n(n))
@@ -330,34 +372,33 @@ def joint_fits(a: Analysis, out: Path) -> list[Figure]:
 
 
 def transfer_law(a: Analysis, out: Path) -> list[Figure]:
-    """D_T against D_F (characters) with the fitted law per size and its band."""
+    """D_T against D_F (characters) with 95% intervals (D_E inside the scratch range only), and the fitted
+    law per size where the rule calls it identified."""
     langs = list(a.transfer.languages)
     fig, axes = _panels(len(langs))
     for ax, lang in zip(axes, langs, strict=False):
         lt = a.transfer.languages[lang]
         t = lt.table
-        fit = lt.laws.get("chars")
+        law = lt.law
         sizes = sorted(t["n_params"].unique()) if not t.empty else []
-        used = lt.law_points.get("chars")
         for col, n in zip(_colors(len(sizes)), sizes, strict=False):
-            r = t[(t["n_params"] == n) & (t["d_t_chars"] > 0)]
-            fitted = r.index.isin(used.index) if used is not None else np.zeros(len(r), dtype=bool)
-            ax.plot(
-                r.loc[fitted, "d_f_chars"], r.loc[fitted, "d_t_chars"], "o", color=col, ms=4, label=_fmt_n(n)
-            )
-            ax.plot(
-                r.loc[~fitted, "d_f_chars"], r.loc[~fitted, "d_t_chars"], "o", mfc="none", color=col, ms=4
-            )
-            if fit is not None and len(r):
+            r = t[(t["n_params"] == n) & ~t["extrapolated"] & (t["d_t_chars"] > 0)].sort_values("d_f_chars")
+            lo = np.clip(r["d_t_chars"] - r["d_t_chars_lo"], 0, None)
+            hi = np.clip(r["d_t_chars_hi"] - r["d_t_chars"], 0, None)
+            lo = np.where(r["d_t_chars_lo"] > 0, lo, r["d_t_chars"] * 0.999)  # a log axis cannot show <= 0
+            ax.errorbar(r["d_f_chars"], r["d_t_chars"], yerr=np.nan_to_num(np.vstack([lo, hi])), fmt="o",
+                        color=col, ms=4, capsize=2, label=_fmt_n(n))  # fmt: skip
+            if law is not None and law.identified and len(t):
                 grid = np.geomspace(t["d_f_chars"].min(), t["d_f_chars"].max(), 60)
-                lo, hi = fit.band(d_f=grid, n=np.full_like(grid, n))
-                ax.fill_between(grid, lo, hi, color=col, alpha=0.15)
-                ax.plot(grid, fit.predict(d_f=grid, n=np.full_like(grid, n)), color=col, lw=1)
-        if fit is not None:
-            p = fit.params
-            ax.set_title(f"{lang}: k={p['k']:.3g} alpha={p['alpha']:.2f} beta={p['beta']:.2f}", fontsize=9)
+                p = law.params
+                ax.plot(grid, p["k_chars"] * grid ** p["alpha"] * n ** p["beta"], color=col, lw=1)
+        if law is not None and law.identified:
+            p = law.params
+            ax.set_title(
+                f"{lang}: k={p['k_chars']:.3g} alpha={p['alpha']:.2f} beta={p['beta']:.2f}", fontsize=9
+            )
         else:
-            ax.set_title(f"{lang}: no fit ({lt.law_notes.get('chars', '')})", fontsize=7)
+            ax.set_title(f"{lang}: law not identified (points: measured D_T > 0)", fontsize=8)
         ax.set(xscale="log", yscale="log", xlabel="D_F (characters)", ylabel="D_T (characters)")
         ax.legend(fontsize=6)
     return [
@@ -365,7 +406,7 @@ def transfer_law(a: Analysis, out: Path) -> list[Figure]:
             fig,
             out,
             "transfer_law",
-            "Transfer law D_T = k D_F^alpha N^beta, 95% bootstrap bands (hollow: not fitted)",
+            "Transfer law D_T = k D_F^alpha N^beta (fitted on losses, every cell); points: D_T with 95% intervals",
             "D_F and D_T in characters",
         )
     ]
@@ -383,7 +424,7 @@ def bpc(a: Analysis, out: Path) -> list[Figure]:
                     (a.cells["n_params"] == n) & (a.cells["language"] == lang) & (a.cells["init"] == init)
                 ]
                 r = r.sort_values("d_f_chars")
-                ax.plot(r["d_f_chars"], r["best_val_bpc"], style, color=f"C{i}", ms=4, label=f"{lang} {init}")
+                ax.plot(r["d_f_chars"], r["bpc"], style, color=f"C{i}", ms=4, label=f"{lang} {init}")
         ax.set(xscale="log", title=_fmt_n(n), xlabel="D_F (characters)", ylabel="loss (bits per character)")
         ax.legend(fontsize=6)
     return [
@@ -434,7 +475,7 @@ def regimes_map(a: Analysis, out: Path) -> list[Figure]:
     t = a.regimes.table
     keys = sorted({(r.language, r.init) for r in t.itertuples()}) if not t.empty else []
     fig, axes = _panels(len(keys))
-    colours = {"parameter-limited": "C3", "data-limited": "C0"}
+    colours = {"parameter-limited": "C3", "data-limited (flat in N)": "C0"}
     for ax, (lang, init) in zip(axes, keys, strict=False):
         r = t[(t["language"] == lang) & (t["init"] == init)]
         for label, col in colours.items():
@@ -455,20 +496,21 @@ def regimes_map(a: Analysis, out: Path) -> list[Figure]:
             fig,
             out,
             "regimes",
-            "Regimes: limiting term of the joint fit (hollow = under-trained)",
+            "Regimes by the measured slope in log N (hollow = under-trained)",
             "D_F in tokens, N in non-embedding parameters",
         )
     ]
 
 
 FIGURES: list[Callable[[Analysis, Path], list[Figure]]] = [
+    gaps,
     transfer_curves,
     fraction,
     transfer_law,
     loss_vs_n,
     bpc,
     compute,
-    scratch_fits,
+    scratch_curves,
     joint_fits,
     regimes_map,
     pretrain,

@@ -1,43 +1,30 @@
-"""`analyze`: ledger(s) in; cell table, transfer, regimes, laws, figures, report.md and report.html out.
+"""`analyze`: ledger(s) in; report.md, report.html and figures out, and a JSON-able summary.
 
 One results directory gives `<dir>/report/`; several (a cross-language analysis) give one report in `out_dir`,
-by default `<first dir's parent>/report-<dir names joined by '-'>`. The returned summary is JSON-able and is
-what `sweep-engine analyze --json` prints.
+by default `<first dir's parent>/report-<dir names joined by '-'>`. The returned summary is what
+`sweep-engine analyze --json` prints. The tables come from pipeline.run_analysis; this module only lays them
+out, evidence first: method, per-language gaps and transfer, the languages compared, the transfer laws,
+then the curves, regimes and fits behind them.
 """
 
 from __future__ import annotations
 
-import math
+import html
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from sweep_engine.analysis import plots, render
-from sweep_engine.analysis.allocation import allocation_table, holdout_largest
-from sweep_engine.analysis.cells import best_cells, pretrain_runs
 from sweep_engine.analysis.fit import FitResult
-from sweep_engine.analysis.ledger_io import ledger_file, read_ledgers
-from sweep_engine.analysis.regimes import Regimes, classify
+from sweep_engine.analysis.ledger_io import ledger_file
+from sweep_engine.analysis.pipeline import Analysis, run_analysis
 from sweep_engine.analysis.summary import headline, plain_summary, transfer_ordering
-from sweep_engine.analysis.transfer import TransferAnalysis, analyze_transfer
+from sweep_engine.analysis.transfer_law import MAX_EXPONENT_WIDTH, MIN_BOOT_OK, MIN_CELLS, MIN_D_F, MIN_SIZES
 from sweep_engine.errors import UserError
-
-
-@dataclass
-class Analysis:
-    """Everything computed from the ledgers; the figures and tables read only this."""
-
-    sources: list[Path]
-    cells: pd.DataFrame
-    pretrain: pd.DataFrame
-    transfer: TransferAnalysis
-    regimes: Regimes
-    holdout: pd.DataFrame
-    allocation: pd.DataFrame
-    figures: list[plots.Figure] = field(default_factory=list)
 
 
 def default_report_dir(results: Sequence[Path]) -> Path:
@@ -52,29 +39,6 @@ def default_report_dir(results: Sequence[Path]) -> Path:
     return first.parent / ("report-" + "-".join(names))
 
 
-def run_analysis(results: Sequence[Path], *, bootstrap: int = 200, seed: int = 0) -> Analysis:
-    """Read the ledgers and compute every table (no files written).
-
-    Raises:
-        UserError: unreadable ledgers, or no finished transfer runs in them.
-    """
-    ledger = read_ledgers([Path(r) for r in results])
-    cells = best_cells(ledger)
-    if cells.empty:
-        raise UserError(f"{', '.join(map(str, results))}: no FINISHED transfer runs in the ledger(s)")
-    transfer = analyze_transfer(cells, bootstrap=bootstrap, seed=seed)
-    regimes = classify(cells, transfer, bootstrap=bootstrap, seed=seed)
-    return Analysis(
-        sources=[Path(r) for r in results],
-        cells=cells,
-        pretrain=pretrain_runs(ledger),
-        transfer=transfer,
-        regimes=regimes,
-        holdout=holdout_largest(cells, bootstrap=0, seed=seed),
-        allocation=allocation_table(cells, regimes.joint),
-    )
-
-
 def analyze(
     results: list[Path], out_dir: Path | None = None, *, bootstrap: int = 200, seed: int = 0
 ) -> dict[str, Any]:
@@ -83,7 +47,7 @@ def analyze(
     Args:
         results: results directories (holding trials.parquet or trials.csv) or ledger files.
         out_dir: report directory (default: `default_report_dir(results)`).
-        bootstrap: resamples behind every interval and band.
+        bootstrap: paired bootstrap replicates behind every interval.
         seed: bootstrap seed.
 
     Returns:
@@ -103,18 +67,12 @@ def analyze(
     return summary
 
 
-def report_dir_for_tracking(results_dir: Path, *, bootstrap: int = 200, seed: int = 0) -> Path:
-    """Analyse one sweep and return its report directory, for the sweep layer to log as MLflow artifacts."""
-    return Path(analyze([Path(results_dir)], bootstrap=bootstrap, seed=seed)["report_dir"])
-
-
 # ---------------------------------------------------------------------------------------------- summary
 
 
 def summarize(a: Analysis, out: Path) -> dict[str, Any]:
-    """The JSON summary: per language the cell table (with D_E / D_T intervals), the transfer-law fits and the
-    regimes; the headline (D_T ordering per size at the smallest D_F, against the seed study's) and the
-    plain-words summary the report opens with."""
+    """The JSON summary: per language the cell table (gaps, D_E / D_T with intervals), the transfer law, the
+    scratch curves and the regimes; the headline and the plain-words summary the report opens with."""
     orderings = transfer_ordering(a.transfer.languages)
     langs: dict[str, Any] = {}
     for lang, lt in a.transfer.languages.items():
@@ -128,24 +86,24 @@ def summarize(a: Analysis, out: Path) -> dict[str, Any]:
                 "d_chars": "characters",
             },
             "cells": lt.table,
-            "transfer_law": {
-                unit: {**(fit.to_dict() if fit else {"params": None}), "note": lt.law_notes.get(unit, "")}
-                for unit, fit in lt.laws.items()
-            },
+            "transfer_law": lt.law.to_dict() if lt.law else None,
             "scratch_curves": [
                 {
                     "n_params": n,
-                    "kind": c.kind,
-                    "params": c.fit.params if c.fit else None,
-                    "ci": c.fit.ci if c.fit else None,
-                    "rmsd_log": c.fit.rmsd_log if c.fit else None,
-                    "d_99": c.d_99,
-                    "note": c.note,
+                    "d": c.d,
+                    "loss": c.loss[:, 0],
+                    "monotone_loss": c.mono[:, 0] if len(c.d) else [],
+                    "excluded": [{"d": d, "why": why} for d, why in c.excluded],
                 }
                 for n, c in sorted(lt.curves.items())
             ],
             "joint_fits": {
-                init: a.regimes.joint[(lang, init)].to_dict() if (lang, init) in a.regimes.joint else None
+                init: {
+                    **a.regimes.joint[(lang, init)].to_dict(),
+                    "degenerate": a.regimes.degenerate[(lang, init)],
+                }
+                if (lang, init) in a.regimes.joint
+                else None
                 for init in ("scratch", "finetune")
             },
             "regimes": reg,
@@ -156,10 +114,12 @@ def summarize(a: Analysis, out: Path) -> dict[str, Any]:
             "report_md": out / "report.md",
             "report_html": out / "report.html",
             "sources": a.sources,
+            "method": method_text(a),
             "headline": headline(orderings),
             "plain_summary": plain_summary(a, orderings),
             "languages": langs,
             "comparison": a.transfer.comparison,
+            "d_99": a.regimes.d_99,
             "holdout_largest": a.holdout,
             "allocation": a.allocation,
             "figures": [
@@ -167,6 +127,36 @@ def summarize(a: Analysis, out: Path) -> dict[str, Any]:
             ],
         }
     )
+
+
+def method_text(a: Analysis) -> list[str]:
+    """How every number in the report is computed, in plain words (also in docs/analysis.md)."""
+    split = a.cells["split"].value_counts().to_dict()
+    return [
+        "Cells: for each (language, init, N, D_F) the LR/schedule with the lowest validation loss (seeds "
+        "averaged) is chosen; the loss the cell reports is that configuration's loss on a separate test split "
+        f"(cells reported on test: {split.get('test', 0)}, on validation for lack of a test split: "
+        f"{split.get('val', 0)}).",
+        "Evidence: the gap is the fine-tuned minus the scratch loss at the same N and D_F, on the same test "
+        "documents (paired).",
+        "D_E: the scratch losses of one size, made non-increasing in D by isotonic regression, are joined by a "
+        "monotone cubic in log D vs log loss; D_E is where that curve reaches the fine-tuned loss. Inside the "
+        "scratch range D_T = D_E - D_F has the gap's sign; outside it D_E continues the end segment's power law "
+        "and is reported as a bound (position above/below). Scratch runs that the token budget cut while their "
+        "loss still fell are kept out of the curves.",
+        a.reps.method,
+        f"Transfer law: L_ft(N, D_F) = L_s(N, D_F + k D_F^alpha N^beta), least squares in log loss over every "
+        f"fine-tuned cell (no selection on the sign of D_T), refitted on every replicate. Identified only with "
+        f">= {MIN_CELLS} cells over >= {MIN_SIZES} sizes and >= {MIN_D_F} D_F, >= {MIN_BOOT_OK:.0%} of the "
+        f"replicates converged, and 95% intervals of alpha and beta each no wider than {MAX_EXPONENT_WIDTH}; "
+        "otherwise no constants are printed.",
+        "Ranking: by D_F/D_E, which has no unit and so is fair across scripts (smaller = more transfer); a "
+        "pair of languages is resolved when one is ahead in >= 97.5% of the paired replicates.",
+        "Regimes: the measured slope d log L / d log N at fixed D_F leads (flat = data-limited); the joint fit "
+        "(bounded exponents, Kaplan or Chinchilla form by AIC, degenerate fits flagged) is a second opinion and "
+        "gives D(N), with its bootstrap interval, for the low-data regime (D_F <= 10% of D(N); 'unknown' when "
+        "the interval straddles that). Compute is 6 N x tokens at the best step.",
+    ]
 
 
 # ----------------------------------------------------------------------------------------------- report
@@ -181,164 +171,163 @@ class Section:
     rows: list[list[str]]
 
 
+CELL_COLUMNS = {
+    "size": "size",
+    "n_params": "N",
+    "d_f": "D_F (tok)",
+    "d_f_chars": "D_F (chars)",
+    "loss": "fine-tuned (nats/tok)",
+    "scratch_loss": "scratch (nats/tok)",
+    "gap": "gap (nats/tok)",
+    "gap_ci": "gap 95% CI",
+    "gap_bpc": "gap (bits/char)",
+    "gap_bpc_ci": "gap 95% CI (bits/char)",
+    "fraction": "D_F/D_E",
+    "fraction_ci": "D_F/D_E 95% CI",
+    "d_t": "D_T (tok)",
+    "d_t_ci": "D_T 95% CI (tok)",
+    "d_t_chars": "D_T (chars)",
+    "d_t_chars_ci": "D_T 95% CI (chars)",
+    "position": "D_E vs scratch range",
+    "bound": "bound",
+    "low_data": "low-data",
+    "n_seeds": "seeds",
+    "lr": "lr",
+}
+
+
 def _sections(a: Analysis) -> list[Section]:
-    s: list[Section] = []
+    s = [Section("Method", " ".join(method_text(a)), "as stated in each table", [], [])]
+    for lang, lt in a.transfer.languages.items():
+        h, r = render.table_rows(_with_intervals(lt.table), CELL_COLUMNS)
+        s.append(
+            Section(
+                f"{lang}: evidence and transfer per fine-tuned cell",
+                f"Losses on the {', '.join(sorted(set(lt.table.get('split', []))))} split. Gap = fine-tuned minus "
+                f"scratch at the same N and D_F (paired; negative = fine-tuning helps). D_E inverted in the "
+                f"{lt.basis} basis. Outside the scratch range a D_E is a bound ('above': beyond the largest "
+                "scratch run, 'below': under the smallest).",
+                "loss in nats per token (gap also in bits per character); D in tokens (tok) and characters "
+                "(chars); D_F/D_E unitless",
+                h,
+                r,
+            )
+        )
     cmp_cols = {
         "transfer_rank": "rank",
         "language": "language",
         "basis": "D_E basis",
         "finetune_cells": "ft cells",
-        "median_fraction": "median D_F/D_E",
-        "median_d_t_chars": "median D_T (chars)",
-        "k": "k",
-        "k_ci": "k 95% CI",
-        "alpha": "alpha",
-        "alpha_ci": "alpha CI",
-        "beta": "beta",
-        "beta_ci": "beta CI",
-        "law_points": "points",
-        "law_rmsd_log": "RMSD log",
-        "extrapolated": "extrapolated D_E",
-        "below_asymptote": "below asymptote",
+        "smallest_d_f": "smallest D_F (tok)",
+        "fraction_smallest": "D_F/D_E there (geo. mean over sizes)",
+        "finetune_better_clear": "cells clearly better than scratch",
+        "gap_clear": "cells with a clear gap",
+        "outside_range": "D_E outside the scratch range",
+        "law": "transfer law",
     }
     h, r = render.table_rows(a.transfer.comparison, cmp_cols)
     s.append(
         Section(
             "Languages compared",
-            "Rank 1 = most transfer (smallest median D_F / D_E). Transfer law D_T = k D_F^alpha N^beta fitted on "
-            "low-data cells with D_T > 0; intervals are 95% bootstrap percentiles.",
-            "D_T and D_F in characters for k, alpha, beta (SCIENCE.md's units); D_F / D_E unitless",
+            "Rank 1 = most transfer: the smallest D_F / D_E at the smallest D_F, a unitless measure, fair across "
+            "scripts. Per size with intervals and resolved pairs: the summary above.",
+            "D_F in tokens; D_F / D_E unitless",
             h,
             r,
         )
     )
-    cell_cols = {
-        "n_params": "N",
-        "d_f": "D_F (tok)",
-        "d_f_chars": "D_F (chars)",
-        "loss": "loss (nats/tok)",
-        "bpc": "bpc",
-        "d_e": "D_E (tok)",
-        "d_e_ci": "D_E 95% CI (tok)",
-        "d_t": "D_T (tok)",
-        "d_t_ci": "D_T 95% CI (tok)",
-        "d_t_chars": "D_T (chars)",
-        "d_t_chars_ci": "D_T 95% CI (chars)",
-        "fraction": "D_F/D_E",
-        "fraction_ci": "D_F/D_E 95% CI",
-        "extrapolated": "extrap.",
-        "below_asymptote": "below E",
-        "scratch_curve": "scratch curve",
-        "low_data": "low-data",
-        "lr": "lr",
-    }
+    law_rows = []
     for lang, lt in a.transfer.languages.items():
-        h, r = render.table_rows(_with_intervals(lt.table), cell_cols)
-        s.append(
-            Section(
-                f"{lang}: fine-tuned cells",
-                f"Best run per cell over its LR/schedule sweep. D_E inverted in the {lt.basis} basis; 95% CI = "
-                "percentiles of D_E over the scratch fit's bootstrap resamples, each inverted at the fine-tuned "
-                "loss (∞: some resamples never reach it; – : interpolated scratch curve, no interval). "
-                "`extrap.` = D_E outside the scratch runs' D range, `below E` = fine-tuned loss at or below the "
-                "scratch asymptote (D_E undefined).",
-                "loss in nats per token and bits per character; D in tokens (tok) and characters (chars)",
-                h,
-                r,
-            )
-        )
-        law_rows = []
-        for unit, fit in lt.laws.items():
-            row: dict[str, Any] = {"unit": unit, "note": lt.law_notes.get(unit, "")}
-            if fit is not None:
-                row.update({k: fit.params[k] for k in fit.params})
-                row.update({f"{k}_ci": fit.ci[k] for k in fit.ci})
-                row.update({"n_points": fit.n_points, "rmsd_log": fit.rmsd_log})
-            law_rows.append(row)
-        cols = {
-            c: c
-            for c in [
-                "unit",
-                "k",
-                "k_ci",
-                "alpha",
-                "alpha_ci",
-                "beta",
-                "beta_ci",
-                "n_points",
-                "rmsd_log",
-                "note",
-            ]
+        law = lt.law
+        if law is None:
+            continue
+        row: dict[str, Any] = {
+            "language": lang,
+            "status": law.status,
+            "cells": law.n_cells,
+            "sizes": law.n_sizes,
         }
-        h, r = render.table_rows(pd.DataFrame(law_rows), cols)
-        s.append(
-            Section(f"{lang}: transfer law", "", "D_F and D_T in the row's unit (tokens or characters)", h, r)
+        row["D_F values"] = law.n_d_f
+        if law.identified:
+            for k in ("alpha", "beta", "k", "k_chars"):
+                row[k], row[f"{k} 95% CI"] = law.params[k], law.ci[k]
+            row["RMSD log loss"] = law.rmsd_log
+        row.update({f"{c}?": v for c, v in law.claims.items()})
+        row["left out"] = "; ".join(law.excluded) or "none"
+        law_rows.append(row)
+    law_df = pd.DataFrame(law_rows)
+    h, r = render.table_rows(law_df, {c: c for c in law_df.columns})
+    s.append(
+        Section(
+            "Transfer law D_T = k D_F^alpha N^beta (fitted in the loss domain)",
+            "Constants are shown only for an identified law (rule in the Method section). alpha < 1 and beta > 0 "
+            "are the seed study's qualitative claims: 'holds' when the 95% interval lies on that side.",
+            "k in tokens (k) and characters (k_chars); alpha, beta unitless",
+            h,
+            r,
         )
+    )
+    for lang, lt in a.transfer.languages.items():
         curve_rows = [
             {
-                "n_params": n,
-                "kind": c.kind,
-                **(c.fit.params if c.fit else {}),
-                "d_99": c.d_99,
-                "rmsd_log": c.fit.rmsd_log if c.fit else math.nan,
-                "note": c.note,
+                "N": n,
+                "points": len(c.d),
+                "D range": (float(c.d[0]), float(c.d[-1])) if len(c.d) else None,
+                "pooled by isotonic": int((np.abs(c.mono[:, 0] - np.log(c.loss[:, 0])) > 1e-12).sum()),
+                "left out": "; ".join(f"D={d:,.0f}: {why}" for d, why in c.excluded) or "none",
             }
             for n, c in sorted(lt.curves.items())
         ]
-        cols = {c: c for c in ["n_params", "kind", "E", "B", "beta", "d_99", "rmsd_log", "note"]}
-        h, r = render.table_rows(pd.DataFrame(curve_rows), cols)
+        cdf = pd.DataFrame(curve_rows)
+        h, r = render.table_rows(cdf, {c: c for c in cdf.columns})
+        unit = (
+            "nats per token, D in tokens" if lt.basis == "tokens" else "bits per character, D in characters"
+        )
         s.append(
-            Section(
-                f"{lang}: scratch curves L = E + B / D^beta",
-                "D(N) = d_99: the D at which the fitted scratch loss is within 1% of E.",
-                f"{'nats per token, D in tokens' if lt.basis == 'tokens' else 'bits per character, D in characters'}",
-                h,
-                r,
-            )
+            Section(f"{lang}: scratch curves", "Monotone interpolants through the scratch cells.", unit, h, r)
         )
     reg_cols = {
         "language": "lang",
         "init": "init",
-        "n_params": "N",
+        "size": "size",
         "d_f": "D_F (tok)",
-        "limited_by": "joint fit says",
-        "param_term_share": "param-term share",
         "slope_label": "slope says",
         "slope_log_n": "dlogL/dlogN",
+        "joint_label": "joint fit says",
+        "param_term_share": "param-term share",
         "convergence": "convergence",
-        "final_fall": "last-quarter fall",
         "low_data": "low-data",
-        "d_f_over_d_99": "D_F / D(N)",
+        "d_99_ci": "D(N) 95% CI (tok)",
         "kaplan_bound": "Kaplan bound",
-        "d_over_kaplan_bound": "D / 5e3 N^0.74",
         "on_frontier": "frontier",
     }
-    h, r = render.table_rows(a.regimes.table, reg_cols)
+    reg = a.regimes.table.copy()
+    if not reg.empty:
+        reg["d_99_ci"] = list(zip(reg["d_99_lo"], reg["d_99_hi"], strict=True))
+    h, r = render.table_rows(reg, reg_cols)
     s.append(
         Section(
             "Regimes",
-            "Each label with the number behind it. `param-term share` = the N term's share of the two reducible "
-            "terms of the (language, init) joint fit (Kaplan: (N_c/N)^(aN/aD) vs D_c/D; Chinchilla: A/N^alpha vs "
-            "B/D^beta); `dlogL/dlogN` measured at fixed D_F (flat, > -0.01, = "
-            "data-limited); `last-quarter fall` = relative fall of validation loss over the last quarter of the "
-            "run; `frontier` = on the lower envelope of loss against compute for its language and init.",
-            "D_F in tokens; loss in nats per token; compute in FLOPs (pre-training excluded)",
+            "Each label with the number behind it. The measured slope leads (flat, > -0.01, = data-limited); the "
+            "joint fit's larger term is a second opinion. `frontier` = on the lower envelope of loss against "
+            "compute (6 N x tokens at the best step) for its language and init.",
+            "D_F and D(N) in tokens; loss in nats per token",
             h,
             r,
         )
     )
     joint_rows = [
         {"language": k[0], "init": k[1], "law": f.law, "params": _params_text(f), "rmsd_log": f.rmsd_log,
-         "n_points": f.n_points, "note": a.regimes.joint_notes.get(k, "")}
+         "n_points": f.n_points, "degenerate": a.regimes.degenerate[k], "note": a.regimes.joint_notes.get(k, "")}
         for k, f in sorted(a.regimes.joint.items())
     ]  # fmt: skip
-    cols = {c: c for c in ["language", "init", "law", "params", "rmsd_log", "n_points", "note"]}
+    cols = {c: c for c in ["language", "init", "law", "params", "rmsd_log", "n_points", "degenerate", "note"]}
     h, r = render.table_rows(pd.DataFrame(joint_rows), cols)
     s.append(
         Section(
             "Joint fits L(N, D)",
-            "Per (language, init), Kaplan's [(N_c/N)^(alpha_N/alpha_D) + D_c/D]^alpha_D or Chinchilla's "
-            "E + A/N^alpha + B/D^beta, whichever has the smaller RMSD of log loss (both listed in the note).",
+            "Per (language, init), Kaplan's or Chinchilla's form (bounded exponents), whichever has the lower AIC. "
+            "A degenerate fit (a parameter at a bound, or an exponent above 1.5) labels nothing.",
             "loss in nats per token, N in parameters, D in tokens",
             h,
             r,
@@ -363,7 +352,7 @@ def _sections(a: Analysis) -> list[Section]:
         "d_finetune": "D with pre-training (tok)",
         "pretraining_worth": "pre-training worth (tok)",
         "pretraining_worth_chars": "worth (chars)",
-        "compute_finetune": "fine-tune FLOPs",
+        "reachable": "reachable",
         "cheapest": "cheapest",
         "extrapolated": "beyond data",
     }
@@ -372,8 +361,9 @@ def _sections(a: Analysis) -> list[Section]:
         Section(
             "Allocation",
             "From the joint fits: target-language tokens each size needs to reach the target loss, with and "
-            "without English pre-training (∞ = unreachable at that size); `cheapest` = least fine-tuning compute.",
-            "loss in nats per token; D in tokens and characters; compute in FLOPs",
+            "without English pre-training; `reachable` says which init gets there at all; `cheapest` = least "
+            "fine-tuning compute.",
+            "loss in nats per token; D in tokens and characters",
             h,
             r,
         )
@@ -384,13 +374,10 @@ def _sections(a: Analysis) -> list[Section]:
 def _with_intervals(t: pd.DataFrame) -> pd.DataFrame:
     """The cell table with (low, high) pairs in one column each, as the report prints intervals."""
     t = t.copy()
-    for col in ("d_e", "d_t", "d_t_chars", "fraction"):
+    for col in ("gap", "gap_bpc", "d_e", "d_t", "d_t_chars", "fraction"):
         if f"{col}_lo" in t.columns:
             t[f"{col}_ci"] = list(zip(t[f"{col}_lo"], t[f"{col}_hi"], strict=True))
     return t
-
-
-SUMMARY_UNITS = "D_T and D_F in tokens; loss in nats per token; D_F / D_E unitless"
 
 
 def _header(a: Analysis) -> tuple[str, str]:
@@ -401,19 +388,18 @@ def _header(a: Analysis) -> tuple[str, str]:
 
 def _markdown(a: Analysis, sections: list[Section], words: list[str]) -> str:
     title, sub = _header(a)
-    out = [f"# {title}\n", f"{sub}\n"]
-    out.append("## Summary\n")
+    out = [f"# {title}\n", f"{sub}\n", "## Summary\n"]
     out += [f"- {w}" for w in words]
-    out.append(f"\nUnits: {SUMMARY_UNITS}.\n")
-    out.append("## Figures\n")
+    out.append("\n## Figures\n")
     for f in a.figures:
         out.append(f"### {f.title}\n\n![{f.name}](figures/{f.path.name})\n\nUnits: {f.units}.\n")
     for sec in sections:
         out.append(f"## {sec.title}\n")
         if sec.text:
             out.append(sec.text + "\n")
-        out.append(f"Units: {sec.units}.\n")
-        out.append(render.markdown_table(sec.headers, sec.rows))
+        if sec.headers:
+            out.append(f"Units: {sec.units}.\n")
+            out.append(render.markdown_table(sec.headers, sec.rows))
     return "\n".join(out)
 
 
@@ -426,13 +412,10 @@ _CSS = (
 
 
 def _html(a: Analysis, sections: list[Section], words: list[str]) -> str:
-    import html
-
     title, sub = _header(a)
     out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"]
     out.append(f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1><p>{html.escape(sub)}</p>")
     out.append("<h2>Summary</h2><ul>" + "".join(f"<li>{html.escape(w)}</li>" for w in words) + "</ul>")
-    out.append(f"<p class='units'>Units: {html.escape(SUMMARY_UNITS)}.</p>")
     out.append("<h2>Figures</h2>")
     for f in a.figures:
         out.append(f"<h3>{html.escape(f.title)}</h3><img alt='{f.name}' src='{render.png_data_uri(f.path)}'>")
@@ -441,8 +424,9 @@ def _html(a: Analysis, sections: list[Section], words: list[str]) -> str:
         out.append(f"<h2>{html.escape(sec.title)}</h2>")
         if sec.text:
             out.append(f"<p>{html.escape(sec.text)}</p>")
-        out.append(f"<p class='units'>Units: {html.escape(sec.units)}.</p>")
-        out.append(render.html_table(sec.headers, sec.rows))
+        if sec.headers:
+            out.append(f"<p class='units'>Units: {html.escape(sec.units)}.</p>")
+            out.append(render.html_table(sec.headers, sec.rows))
     out.append("</body></html>")
     return "\n".join(out)
 

@@ -1,10 +1,13 @@
-"""The report's plain-words summary and its headline: which language gains most from English pre-training.
+"""The report's plain-words summary and its headline: the evidence first, then which language gains most.
 
-Everything here is generated from the analysis' numbers (no hand-written claims): the D_T ordering of the
-languages per size at the smallest D_F, with 95% bootstrap intervals, whether it matches the seed study's
-German > Spanish > Chinese (Kim 2021), whether fine-tuning beats training from scratch at each D_F, how many cells
-converged or were budget-limited, data- or parameter-limited, and every flag (extrapolated D_E, D_E below the
-scratch asymptote, interpolated scratch curves).
+Everything here is generated from the analysis' numbers (no hand-written claims). Per size, at the smallest
+D_F every language ran, the headline gives in this order:
+1. the evidence: the fine-tuned minus scratch loss gap on the same test documents, in nats per token and bits
+   per character, with its paired 95% interval (negative = fine-tuning helps);
+2. D_F / D_E (unitless, so fair across scripts; smaller = more transfer) and D_T in tokens and characters,
+   with intervals; an out-of-range D_E is given as a bound;
+3. the ordering by D_F / D_E against the seed study's German > Spanish > Chinese (Kim 2021), naming each pair
+   of languages as resolved (the paired replicates put one ahead in >= 97.5% of draws) or not.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
@@ -22,38 +26,63 @@ if TYPE_CHECKING:
 SEED_ORDER = ("de", "es", "zh")  # Kim 2021: transfer is largest for German, then Spanish, then Chinese
 LANGUAGE_NAMES = {"de": "German", "es": "Spanish", "zh": "Chinese", "en": "English", "fr": "French"}
 MAX_LISTED = 6  # exceptions listed by name in a sentence; the rest are counted
+RESOLVED_SHARE = 0.975  # a pair is resolved when one language is ahead in this share of paired replicates
 
 
 @dataclass
 class Entry:
-    """One language's D_T at one (size, D_F), in tokens, with its 95% bootstrap interval and flags."""
+    """One language at one (size, D_F): the gap, D_F / D_E and D_T with 95% intervals and the flags."""
 
     language: str
-    d_t: float
+    gap: float  # nats per token (NaN when the inits' tokenizers differ)
+    gap_lo: float
+    gap_hi: float
+    gap_bpc: float  # bits per character
+    gap_bpc_lo: float
+    gap_bpc_hi: float
+    fraction: float  # D_F / D_E
+    fraction_lo: float
+    fraction_hi: float
+    d_t: float  # tokens
     d_t_lo: float
     d_t_hi: float
-    fraction: float  # D_F / D_E
-    extrapolated: bool
-    below_asymptote: bool
+    d_t_chars: float
+    d_t_chars_lo: float
+    d_t_chars_hi: float
+    position: str  # inside / above / below the scratch range
+    bound: str
 
     @property
-    def rank_value(self) -> float:
-        """D_T for ranking; a fine-tuned loss below the scratch asymptote is more than any finite D_E buys."""
-        return math.inf if self.below_asymptote else self.d_t
+    def ranked(self) -> bool:
+        return math.isfinite(self.fraction) or self.position == "above"
+
+
+@dataclass
+class Pair:
+    """Two languages at one size: the share of paired replicates in which `first` transfers more."""
+
+    first: str
+    second: str
+    share: float
+
+    @property
+    def resolved(self) -> bool:
+        return self.share >= RESOLVED_SHARE
 
 
 @dataclass
 class SizeOrdering:
-    """The languages at one size ranked by D_T (largest first) at that size's smallest D_F."""
+    """The languages at one size ranked by D_F / D_E (smallest first) at the smallest common D_F."""
 
     size: str
     n_params: float
     d_f: float  # tokens
-    entries: list[Entry] = field(default_factory=list)  # ranked; languages without a D_T last
+    entries: list[Entry] = field(default_factory=list)  # ranked first; languages without a D_E last
+    pairs: list[Pair] = field(default_factory=list)  # neighbours in the ranking
 
     @property
     def order(self) -> list[str]:
-        return [e.language for e in self.entries if _ranked(e)]
+        return [e.language for e in self.entries if e.ranked]
 
     @property
     def matches_seed(self) -> bool | None:
@@ -64,14 +93,8 @@ class SizeOrdering:
         return seen == [lang for lang in SEED_ORDER if lang in seen]
 
     @property
-    def overlapping(self) -> list[tuple[str, str]]:
-        """Neighbours in the ranking whose D_T intervals overlap: their order is not resolved."""
-        ranked = [e for e in self.entries if _ranked(e)]
-        return [
-            (a.language, b.language)
-            for a, b in zip(ranked, ranked[1:], strict=False)
-            if math.isfinite(a.d_t_lo) and math.isfinite(b.d_t_hi) and a.d_t_lo <= b.d_t_hi
-        ]
+    def unresolved(self) -> list[tuple[str, str]]:
+        return [(p.first, p.second) for p in self.pairs if not p.resolved]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -80,47 +103,33 @@ class SizeOrdering:
             "d_f": self.d_f,
             "order": self.order,
             "matches_seed": self.matches_seed,
-            "overlapping": [list(p) for p in self.overlapping],
+            "pairs": [{**asdict(p), "resolved": p.resolved} for p in self.pairs],
             "entries": [asdict(e) for e in self.entries],
         }
 
 
-def _ranked(e: Entry) -> bool:
-    return e.below_asymptote or math.isfinite(e.d_t)
-
-
 def transfer_ordering(languages: dict[str, LanguageTransfer]) -> list[SizeOrdering]:
-    """Per size (smallest N first), the languages ranked by D_T at the smallest D_F they all share.
-
-    Args:
-        languages: the transfer analysis' per-language results.
-
-    Returns:
-        One SizeOrdering per size that has fine-tuned cells.
-    """
+    """Per size (smallest N first), the languages ranked by D_F / D_E at the smallest D_F they all share."""
     tables = [lt.table for lt in languages.values() if not lt.table.empty]
     if not tables:
         return []
     t = pd.concat(tables, ignore_index=True)
     out = []
     for n, g in t.groupby("n_params", sort=True):
-        per_lang = [set(x["d_f"]) for _, x in g.groupby("language")]
-        common = set.intersection(*per_lang)
+        common = set.intersection(*[set(x["d_f"]) for _, x in g.groupby("language")])
         d_f = min(common) if common else float(g["d_f"].min())  # all languages at one D_F when possible
         rows = g[g["d_f"] == d_f]
-        entries = [
-            Entry(
-                language=str(r["language"]),
-                d_t=float(r["d_t"]),
-                d_t_lo=float(r.get("d_t_lo", math.nan)),
-                d_t_hi=float(r.get("d_t_hi", math.nan)),
-                fraction=float(r["fraction"]),
-                extrapolated=bool(r["extrapolated"]),
-                below_asymptote=bool(r["below_asymptote"]),
+        entries = [Entry(**{f: _value(r, f) for f in Entry.__dataclass_fields__}) for _, r in rows.iterrows()]
+        entries.sort(
+            key=lambda e: (not e.ranked, e.fraction if math.isfinite(e.fraction) else 0.0, e.language)
+        )
+        ranked = [e for e in entries if e.ranked]
+        pairs = [
+            Pair(
+                a.language, b.language, _share_ahead(languages, a.language, b.language, float(n), float(d_f))
             )
-            for _, r in rows.iterrows()
+            for a, b in zip(ranked, ranked[1:], strict=False)
         ]
-        entries.sort(key=lambda e: (not _ranked(e), -e.rank_value if _ranked(e) else 0.0, e.language))
         size = rows["size"].dropna()
         out.append(
             SizeOrdering(
@@ -128,9 +137,29 @@ def transfer_ordering(languages: dict[str, LanguageTransfer]) -> list[SizeOrderi
                 n_params=float(n),
                 d_f=float(d_f),
                 entries=entries,
+                pairs=pairs,
             )
         )
     return out
+
+
+def _value(r: pd.Series, name: str) -> Any:
+    v = r.get(name, math.nan)
+    if name in ("language", "position", "bound"):
+        return "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
+    return float(v)
+
+
+def _share_ahead(languages: dict[str, LanguageTransfer], a: str, b: str, n: float, d_f: float) -> float:
+    """Share of paired replicates where `a` has the smaller D_F / D_E than `b` (ties count half)."""
+    ra, rb = languages[a].reps.get((n, d_f)), languages[b].reps.get((n, d_f))
+    if ra is None or rb is None or ra["fraction"].size < 2:
+        return math.nan
+    fa, fb = ra["fraction"][1:], rb["fraction"][1:]
+    ok = ~(np.isnan(fa) | np.isnan(fb))
+    if not ok.any():
+        return math.nan
+    return float(np.mean(np.where(fa[ok] == fb[ok], 0.5, fa[ok] < fb[ok])))
 
 
 def sci(v: float) -> str:
@@ -143,33 +172,67 @@ def sci(v: float) -> str:
     return f"{mantissa}e{int(exponent)}"
 
 
-def _entry_text(e: Entry) -> str:
-    value = "∞ (below the scratch asymptote)" if e.below_asymptote else sci(e.d_t)
-    return f"{e.language} {value}{_interval(e)}{'*' if e.extrapolated and not e.below_asymptote else ''}"
+def _ci(lo: float, hi: float, f: Any = sci) -> str:
+    return f" [{f(lo)}, {f(hi)}]" if math.isfinite(lo) or math.isfinite(hi) else ""
+
+
+def _signed(v: float) -> str:
+    return "n/a" if not math.isfinite(v) else f"{v:+.3f}"
+
+
+def gap_text(e: Entry) -> str:
+    """The evidence for one language: the paired gap in nats per token and bits per character."""
+    nats = f"{_signed(e.gap)} nats/token{_ci(e.gap_lo, e.gap_hi, _signed)}, " if math.isfinite(e.gap) else ""
+    return f"{e.language} {nats}{_signed(e.gap_bpc)} bits/char{_ci(e.gap_bpc_lo, e.gap_bpc_hi, _signed)}"
+
+
+def transfer_text(e: Entry) -> str:
+    """D_F / D_E and D_T for one language; an out-of-range D_E is a bound, never a point."""
+    if e.position == "above":
+        return f"{e.language} D_F/D_E < {e.fraction_hi:.2g} ({e.bound})"
+    if e.position == "below":
+        return f"{e.language} D_F/D_E > {e.fraction_lo:.2g} ({e.bound})"
+    if not math.isfinite(e.fraction):
+        return f"{e.language} no D_E"
+    return (
+        f"{e.language} D_F/D_E {e.fraction:.2g}{_ci(e.fraction_lo, e.fraction_hi, lambda v: f'{v:.2g}')}, "
+        f"D_T {sci(e.d_t)} tokens{_ci(e.d_t_lo, e.d_t_hi)} = {sci(e.d_t_chars)} chars"
+        f"{_ci(e.d_t_chars_lo, e.d_t_chars_hi)}"
+    )
 
 
 def headline(orderings: list[SizeOrdering]) -> dict[str, Any]:
-    """The one-line answer and the verdict on the seed study's ordering.
+    """The answer in a few lines: the gaps, D_F / D_E and D_T, the ordering and its resolved pairs.
 
     Returns:
-        {"line": ..., "verdict": ..., "matches_seed": True/False/None, "sizes": [SizeOrdering.to_dict()]}.
+        {"line", "evidence": [per size], "transfer": [per size], "verdict", "matches_seed", "sizes"}.
     """
     if not orderings:
-        return {"line": "no fine-tuned cells: no D_T", "verdict": "", "matches_seed": None, "sizes": []}
-    same_d_f = len({o.d_f for o in orderings}) == 1
-    parts = []
-    for o in orderings:
-        ranked = " > ".join(_entry_text(e) for e in o.entries if _ranked(e))
-        missing = [e.language for e in o.entries if not _ranked(e)]
-        text = ranked + (f" (no D_T: {', '.join(missing)})" if missing else "")
-        where = o.size if same_d_f else f"{o.size} at D_F={o.d_f:,.0f}"
-        parts.append(f"{where}: {text}")
-    head = f"D_T at D_F={orderings[0].d_f:,.0f} tokens" if same_d_f else "D_T at each size's smallest D_F"
-    line = f"{head} (tokens, 95% bootstrap interval): " + "; ".join(parts)
-    if any(e.extrapolated and not e.below_asymptote for o in orderings for e in o.entries):
-        line += "  (* D_E extrapolated beyond the scratch runs' D range)"
+        return {
+            "line": "no fine-tuned cells: no transfer to report",
+            "evidence": [],
+            "transfer": [],
+            "verdict": "",
+            "matches_seed": None,
+            "sizes": [],
+        }
+    evidence = [
+        f"{o.size} at D_F={o.d_f:,.0f}: " + "; ".join(gap_text(e) for e in o.entries) for o in orderings
+    ]
+    transfer = [
+        f"{o.size}: "
+        + " > ".join(transfer_text(e) for e in o.entries if e.ranked)
+        + "".join(f"; {e.language}: no D_E" for e in o.entries if not e.ranked)
+        for o in orderings
+    ]
+    line = (
+        "fine-tuned minus scratch loss on the test documents at the smallest D_F (95% paired interval; "
+        "negative = fine-tuning helps): " + " | ".join(evidence)
+    )
     return {
         "line": line,
+        "evidence": evidence,
+        "transfer": transfer,
         "verdict": seed_verdict(orderings),
         "matches_seed": _all_match(orderings),
         "sizes": [o.to_dict() for o in orderings],
@@ -182,61 +245,68 @@ def _all_match(orderings: list[SizeOrdering]) -> bool | None:
 
 
 def seed_verdict(orderings: list[SizeOrdering]) -> str:
-    """Whether the seed study's de > es > zh holds, at which sizes, and how firmly (interval overlaps)."""
+    """Whether the seed study's de > es > zh holds by D_F / D_E, at which sizes, and which pairs are resolved."""
     seed = " > ".join(SEED_ORDER)
     judged = [o for o in orderings if o.matches_seed is not None]
     if not judged:
         return (
-            f"The seed study's ordering {seed} cannot be checked: fewer than two of its languages have a D_T."
+            f"The seed study's ordering {seed} cannot be checked: fewer than two of its languages have a D_E."
         )
     present = sorted({lang for o in judged for lang in o.order if lang in SEED_ORDER}, key=SEED_ORDER.index)
-    if len(present) < len(SEED_ORDER):  # say which part of the seed's ordering this sweep can check
+    if len(present) < len(SEED_ORDER):
         seed += f" (of its languages, this sweep has {', '.join(present)})"
-    holds = [o for o in judged if o.matches_seed]
-    fails = [o for o in judged if not o.matches_seed]
 
     def order_text(o: SizeOrdering) -> str:
-        return " > ".join(_entry_text(e) for e in o.entries if _ranked(e))
+        parts = [o.order[0]] if o.order else []
+        for p in o.pairs:
+            parts.append(f"{'>' if p.resolved else '≳'} {p.second}")
+        return " ".join(parts)
 
+    holds = [o for o in judged if o.matches_seed]
+    fails = [o for o in judged if not o.matches_seed]
+    sizes = ", ".join(f"{o.size} ({order_text(o)})" for o in judged)
     if not fails:
-        text = f"This matches the seed study's ordering {seed} at every size ({', '.join(o.size for o in judged)})."
+        text = f"By D_F/D_E, the seed study's ordering {seed} holds in the point estimates at every size: {sizes}."
     elif not holds:
-        text = f"This does not match the seed study's ordering {seed} at any size: " + "; ".join(
-            f"at {o.size} {order_text(o)}" for o in fails
-        )
-        text += "."
+        text = f"By D_F/D_E, the seed study's ordering {seed} holds at no size: {sizes}."
     else:
         text = (
-            f"The seed study's ordering {seed} holds only at {', '.join(o.size for o in holds)}; "
-            + "; ".join(f"at {o.size} the order is {order_text(o)}" for o in fails)
-            + "."
+            f"By D_F/D_E, the seed study's ordering {seed} holds at {', '.join(o.size for o in holds)} only: "
+            f"{sizes}."
         )
-    loose = [f"{a} vs {b} at {o.size}" for o in judged for a, b in o.overlapping]
-    if loose:
-        text += f" Overlapping intervals (order not resolved by this sweep): {', '.join(loose)}."
+    resolved = [f"{p.first} > {p.second} at {o.size}" for o in judged for p in o.pairs if p.resolved]
+    loose = [f"{p.first} vs {p.second} at {o.size}" for o in judged for p in o.pairs if not p.resolved]
+    text += f" Resolved (> ; one language ahead in >= {RESOLVED_SHARE:.1%} of paired replicates): "
+    text += ", ".join(resolved) if resolved else "none"
+    text += "; not resolved (≳): " + (", ".join(loose) if loose else "none") + "."
     return text
 
 
 def plain_summary(a: Analysis, orderings: list[SizeOrdering] | None = None) -> list[str]:
-    """A few sentences, generated from the numbers, for the top of the report.
-
-    Args:
-        a: the analysis.
-        orderings: transfer_ordering(a.transfer.languages), when already computed.
-
-    Returns:
-        Paragraphs in plain words (Markdown-safe: no tables, no HTML).
-    """
+    """A few sentences, generated from the numbers, for the top of the report (Markdown-safe)."""
     orderings = transfer_ordering(a.transfer.languages) if orderings is None else orderings
     out: list[str] = []
     if orderings:
-        out.append(_gains_sentence(orderings))
-        out.append(seed_verdict(orderings))
+        head = headline(orderings)
+        out.append(
+            "The evidence, per size at the smallest D_F: fine-tuned minus scratch loss on the same test "
+            "documents (95% paired interval; negative = fine-tuning helps): "
+            + "; ".join(head["evidence"])
+            + "."
+        )
+        out.append(
+            "Transfer in a unit fair across scripts, D_F/D_E (smaller = more help from English), with D_T in "
+            "tokens and characters: " + "; ".join(head["transfer"]) + "."
+        )
+        out.append(head["verdict"])
     else:
-        out.append("No fine-tuned cell has a D_T: nothing to say about transfer yet.")
-    out.append(_finetune_vs_scratch(a.cells))
+        out.append("No fine-tuned cell has a scratch counterpart: nothing to say about transfer yet.")
+    out.append(_agreement_sentence(a))
+    out.append(_finetune_vs_scratch(a))
+    out += _law_sentences(a)
     out += _regime_sentences(a.regimes.table)
     out.append(_flag_sentence(a))
+    out.append(a.transfer.method)
     return [s for s in out if s]
 
 
@@ -244,65 +314,65 @@ def _name(lang: str) -> str:
     return LANGUAGE_NAMES.get(lang, lang)
 
 
-def _gains_sentence(orderings: list[SizeOrdering]) -> str:
+def _all_tables(a: Analysis) -> pd.DataFrame:
+    tables = [lt.table for lt in a.transfer.languages.values() if not lt.table.empty]
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+
+
+def _agreement_sentence(a: Analysis) -> str:
+    """Where the paired gap is clear (its interval excludes 0), whether D_T's interval excludes 0 too."""
+    t = _all_tables(a)
+    if t.empty:
+        return ""
+    clear = t[(t["gap_bpc_hi"] < 0) | (t["gap_bpc_lo"] > 0)]
+    if clear.empty:
+        return "No cell's paired gap is clear of 0."
+    agree = clear[
+        ((clear["gap_bpc_hi"] < 0) & (clear["d_t_lo"] > 0))
+        | ((clear["gap_bpc_lo"] > 0) & (clear["d_t_hi"] < 0))
+    ]
+    return (
+        f"Of {len(clear)} cells whose paired gap is clear of 0, {len(agree)} have a D_T interval that excludes 0 "
+        "on the same side."
+    )
+
+
+def _finetune_vs_scratch(a: Analysis) -> str:
+    """Per D_F: in how many (language, size) pairs fine-tuning is clearly better, clearly worse, or tied."""
+    t = _all_tables(a)
+    if t.empty:
+        return "Fine-tuning and training from scratch cannot be compared: the sweep ran only one of them."
     parts = []
-    for o in orderings:
-        ranked = [e for e in o.entries if _ranked(e)]
-        if not ranked:
-            parts.append(f"at {o.size} (N = {_fmt_n(o.n_params)}) no language has a D_T")
+    for d, g in t.groupby("d_f", sort=True):
+        better, worse = int((g["gap_bpc_hi"] < 0).sum()), int((g["gap_bpc_lo"] > 0).sum())
+        parts.append(f"{d:,.0f}: {better} better, {worse} worse, {len(g) - better - worse} within noise")
+    return (
+        "Fine-tuned against scratch per D_F in tokens ((language, size) pairs, by the paired 95% interval of "
+        "the gap in bits per character): " + "; ".join(parts) + "."
+    )
+
+
+def _law_sentences(a: Analysis) -> list[str]:
+    out = []
+    for lang, lt in a.transfer.languages.items():
+        law = lt.law
+        if law is None:
             continue
-        top = ranked[0]
-        rest = ", ".join(f"{_name(e.language)} {sci(e.d_t)} (D_F/D_E {e.fraction:.2g})" for e in ranked[1:])
-        where = f"at {o.size} (N = {_fmt_n(o.n_params)}, D_F = {o.d_f:,.0f} tokens)"
-        if not top.below_asymptote and top.d_t <= 0:
-            # A negative D_T is fine-tuning doing worse than training from scratch: no language "gains".
-            parts.append(
-                f"{where} no language gains: every D_T <= 0 (fine-tuning no better than scratch); the least "
-                f"harmed is {_name(top.language)} with D_T = {sci(top.d_t)} tokens{_interval(top)}, D_F/D_E = "
-                f"{top.fraction:.2g}" + (f"; then {rest}" if rest else "")
+        if not law.identified:
+            out.append(
+                f"{_name(lang)}: the transfer law D_T = k D_F^alpha N^beta is not identified by this sweep "
+                f"({'; '.join(law.reasons)}); no constants are reported."
             )
             continue
-        value = "more than any scratch run reaches" if top.below_asymptote else f"{sci(top.d_t)} tokens"
-        parts.append(
-            f"{where} {_name(top.language)} gains most: D_T = {value}{_interval(top)}, D_F/D_E = "
-            f"{top.fraction:.2g}" + (f"; then {rest}" if rest else "")
+        p, ci = law.params, law.ci
+        out.append(
+            f"{_name(lang)}: transfer law (fitted in the loss domain on {law.n_cells} cells) alpha = "
+            f"{p['alpha']:.2f} [{ci['alpha'][0]:.2f}, {ci['alpha'][1]:.2f}], beta = {p['beta']:.2f} "
+            f"[{ci['beta'][0]:.2f}, {ci['beta'][1]:.2f}], k = {p['k_chars']:.3g} with D in characters "
+            f"({p['k']:.3g} in tokens); the seed study's alpha < 1 {law.claims['alpha < 1']}, "
+            f"beta > 0 {law.claims['beta > 0']}."
         )
-    return (
-        "Which language gains most from English pre-training (effective data transferred D_T in tokens, 95% "
-        "bootstrap interval; D_F/D_E smaller = more help): " + "; ".join(parts) + "."
-    )
-
-
-def _interval(e: Entry) -> str:
-    return f" [{sci(e.d_t_lo)}, {sci(e.d_t_hi)}]" if math.isfinite(e.d_t_lo) else ""
-
-
-def _finetune_vs_scratch(cells: pd.DataFrame) -> str:
-    """Per D_F: in how many (language, size) pairs the fine-tuned loss is below the scratch loss."""
-    keys = ["language", "n_params", "d_f"]
-    both = cells.pivot_table(index=keys, columns="init", values="best_val_loss", aggfunc="first")
-    if not {"scratch", "finetune"} <= set(both.columns):
-        return "Fine-tuning and training from scratch cannot be compared: the sweep ran only one of them."
-    both = both.dropna(subset=["scratch", "finetune"]).reset_index()
-    if both.empty:
-        return "No (language, size, D_F) has both a fine-tuned and a scratch run."
-    both["wins"] = both["finetune"] < both["scratch"]
-    sizes = cells.dropna(subset=["size"]).groupby("n_params")["size"].first() if "size" in cells else {}
-    per_d = [f"{d:,.0f}: {int(g['wins'].sum())}/{len(g)}" for d, g in both.groupby("d_f", sort=True)]
-    text = (
-        "Fine-tuning reaches a lower validation loss than training from scratch, per D_F in tokens "
-        f"((language, size) pairs where it does): {', '.join(per_d)}"
-    )
-    losses = both[~both["wins"]]
-    if losses.empty:
-        return text + "; it wins everywhere."
-    named = [
-        f"{r.language} {sizes.get(r.n_params, _fmt_n(r.n_params))} at D_F {r.d_f:,.0f} "
-        f"({r.finetune:.4g} vs {r.scratch:.4g} nats/token)"
-        for r in losses.head(MAX_LISTED).itertuples()
-    ]
-    more = f" and {len(losses) - MAX_LISTED} more" if len(losses) > MAX_LISTED else ""
-    return text + f". Not at: {', '.join(named)}{more}."
+    return out
 
 
 def _regime_sentences(t: pd.DataFrame) -> list[str]:
@@ -315,68 +385,46 @@ def _regime_sentences(t: pd.DataFrame) -> list[str]:
     other = len(t) - converged - budget - diverged
     text = (
         f"Of {len(t)} cells, {converged} converged (stopped at their overfitting point or plateau, or flat at "
-        f"the token cap) and {budget} were budget-limited (the token cap ended them while the loss still fell)"
+        f"the token cap) and {budget} were budget-limited (the token cap ended them while the loss still fell; "
+        "kept out of the scratch curves and the transfer law)"
     )
     if diverged:
         text += f"; {diverged} diverged"
     if other:
         text += f"; {other} unknown"
-    sentences = [text + "."]
     parts = []
     for init, g in t.groupby("init", sort=True):
-        labels = g["limited_by"].astype(str)
-        p, d = int((labels == "parameter-limited").sum()), int((labels == "data-limited").sum())
-        unknown = len(g) - p - d
-        part = f"{init}: {p} parameter-limited, {d} data-limited"
-        if unknown:
-            part += f", {unknown} without a joint fit"
         slopes = g["slope_label"].astype(str)
-        flat = int(slopes.str.startswith("data-limited").sum())
-        measured = int((slopes != "unknown").sum())
-        if measured:
-            part += f" (measured slope in log N: {flat} of {measured} flat)"
-        parts.append(part)
-    sentences.append("By the joint fit's larger term, " + "; ".join(parts) + ".")
-    return sentences
+        flat, param = (
+            int(slopes.str.startswith("data-limited").sum()),
+            int((slopes == "parameter-limited").sum()),
+        )
+        joint = g["joint_label"].astype(str)
+        agree = int(((slopes == "parameter-limited") & (joint == "parameter-limited")).sum()
+                    + (slopes.str.startswith("data") & (joint == "data-limited")).sum())  # fmt: skip
+        judged = int(((slopes != "unknown") & ~joint.str.startswith("unknown")).sum())
+        parts.append(
+            f"{init}: {param} parameter-limited, {flat} data-limited by the measured slope in log N"
+            + (f" (the joint fit agrees on {agree} of {judged})" if judged else "")
+        )
+    return [text + ".", "; ".join(parts) + "."]
 
 
 def _flag_sentence(a: Analysis) -> str:
-    tables = [lt.table for lt in a.transfer.languages.values() if not lt.table.empty]
-    if not tables:
+    t = _all_tables(a)
+    if t.empty:
         return ""
-    t = pd.concat(tables, ignore_index=True)
-    ex = t[t["extrapolated"] & ~t["below_asymptote"]]
-    below = t[t["below_asymptote"]]
-    parts = []
-    if len(ex):
-        named = ", ".join(
-            f"{r.language} {r.size} at D_F {r.d_f:,.0f}" for r in ex.head(MAX_LISTED).itertuples()
-        )
-        more = f" and {len(ex) - MAX_LISTED} more" if len(ex) > MAX_LISTED else ""
-        parts.append(
-            f"D_E is extrapolated beyond the scratch runs' D range in {len(ex)} of {len(t)} fine-tuned cells "
-            f"({named}{more}): those D_T rest on the scratch power law outside its data"
-        )
-    else:
-        parts.append(f"No D_E is extrapolated ({len(t)} fine-tuned cells)")
-    if len(below):
-        parts.append(
-            f"{len(below)} fine-tuned cells reach a loss at or below their scratch curve's asymptote (D_E undefined)"
-        )
-    interp = [
-        f"{lang} {_fmt_n(n)}"
-        for lang, lt in a.transfer.languages.items()
-        for n, c in sorted(lt.curves.items())
-        if c.fit is None
-    ]
-    if interp:
-        parts.append(
-            f"scratch curves interpolated (fewer than 4 scratch points, no interval) for {', '.join(interp)}"
-        )
-    nosc = int(t["no_scratch"].sum())
-    if nosc:
-        parts.append(f"{nosc} fine-tuned cells have no scratch runs at their size")
-    return "; ".join(parts) + "."
+    out = t[t["extrapolated"]]
+    if out.empty:
+        return "Every fine-tuned loss lies inside its size's scratch range: every D_E is interpolated."
+    named = ", ".join(
+        f"{r.language} {r.size} at D_F {r.d_f:,.0f} ({r.position})" for r in out.head(MAX_LISTED).itertuples()
+    )
+    more = f" and {len(out) - MAX_LISTED} more" if len(out) > MAX_LISTED else ""
+    return (
+        f"{len(out)} D_E fall outside their scratch range and are reported as bounds: {named}{more} (above: "
+        "fine-tuned below every scratch run, D_E beyond the largest; below: above every scratch run)."
+    )
 
 
 def _fmt_n(n: float) -> str:

@@ -1,18 +1,14 @@
-"""Effective data transferred (Hernandez et al. 2021): D_E, D_T = D_E - D_F, D_F / D_E, and the transfer law.
+"""Transfer per fine-tuned cell: the paired gap to scratch first, then D_E, D_T = D_E - D_F and D_F / D_E.
 
-Per language and size N, the from-scratch curve L_s(N, D) is the power law E + B / D^beta fitted to the scratch
-cells (or, with fewer than four points, a monotone log-log interpolation, flagged). D_E solves
-L_s(N, D_E) = L_ft(N, D_F); it is flagged `extrapolated` when it falls outside the scratch data's D range and
-`below_asymptote` (and left NaN) when the fine-tuned loss is at or below the scratch curve's E. Each D_E (and
-so D_T and D_F / D_E) gets a 95% interval from the scratch fit's bootstrap: every resample's curve is inverted
-at the same fine-tuned loss, and the interval is the percentiles of those D_E. The law
-D_T = k D_F^alpha N^beta is fitted per language on the low-data cells (D_F <= 10% of D(N), the data at which
-the scratch loss is within 1% of E).
+The evidence is the gap: at the same N and D_F, the fine-tuned minus the scratch loss, on the same test
+documents, with a paired interval (resample.py). D_E is the scratch data that reaches the fine-tuned loss, read
+off the monotone scratch curve of that size (curves.py); inside the scratch range its sign agrees with the gap
+by construction, outside it is flagged (`position` above/below) and reported as a bound. D_F / D_E is unitless,
+so it ranks languages fairly across scripts; D_T is given in tokens and in characters.
 
-Units: the inversion runs in nats per token with D in tokens when scratch and fine-tuned runs of a language
-share a tokenizer (equal validation tokens per character); otherwise in bits per character with D in
-characters, because losses per token of different tokenizers cannot be compared. Either way both D_T in tokens
-and in characters are reported (characters per token of the training text = d_f_chars / d_f).
+Units: the inversion runs in nats per token with D in tokens when a language's scratch and fine-tuned runs
+share a tokenizer (equal tokens per character), otherwise in bits per character with D in characters, because
+losses per token of different tokenizers cannot be compared.
 """
 
 from __future__ import annotations
@@ -24,337 +20,250 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sweep_engine.analysis.fit import CI_LEVEL, FitResult, fit_groups
+from sweep_engine.analysis.curves import ABOVE, BELOW, INSIDE, ScratchCurve
+from sweep_engine.analysis.resample import CellReplicates, percentile_interval
+from sweep_engine.analysis.transfer_law import TransferLaw, fit_transfer_law
 
-LOW_DATA_FRACTION = 0.1  # D_F <= 10% of D(N) (Hernandez et al. 2021)
-CONVERGED_WITHIN = 0.01  # D(N): scratch loss within 1% of its infinite-data value E
-MIN_CURVE_POINTS = 4  # a 3-parameter power law from fewer points would pass through them exactly
-
-
-@dataclass
-class ScratchCurve:
-    """The from-scratch loss of one (language, N) as a function of D, in one unit basis."""
-
-    language: str
-    n_params: float
-    basis: str  # "tokens" (loss in nats/token, D in tokens) or "chars" (bits/char, D in characters)
-    d: np.ndarray
-    loss: np.ndarray
-    fit: FitResult | None  # the power law E + B / D^beta, or None when interpolated
-    note: str = ""
-
-    @property
-    def kind(self) -> str:
-        return "power" if self.fit is not None else "interpolated"
-
-    @property
-    def d_99(self) -> float:
-        """D(N): the D at which the fitted loss is within 1% of E (NaN for an interpolated curve)."""
-        if self.fit is None:
-            return math.nan
-        p = self.fit.params
-        return float((p["B"] / (CONVERGED_WITHIN * p["E"])) ** (1.0 / p["beta"]))
-
-    def loss_at(self, d: np.ndarray) -> np.ndarray:
-        """The curve at D (log-log interpolation, extended linearly, when there is no fit)."""
-        d = np.asarray(d, dtype=float)
-        if self.fit is not None:
-            return self.fit.predict(x=d)
-        xs, ys = self._monotone()
-        if xs.size < 2:
-            return np.full(d.shape, math.nan)
-        return np.exp(_interp_extend(np.log(d), xs, ys))
-
-    def d_for(self, loss: float) -> tuple[float, bool, bool]:
-        """D_E for a loss: (D_E, extrapolated, below_asymptote)."""
-        lo, hi = float(self.d.min()), float(self.d.max())
-        if self.fit is not None:
-            p = self.fit.params
-            if loss <= p["E"]:
-                return math.nan, True, True
-            d_e = float((p["B"] / (loss - p["E"])) ** (1.0 / p["beta"]))
-            return d_e, not (lo <= d_e <= hi), False
-        xs, ys = self._monotone()
-        if xs.size < 2:
-            return math.nan, True, False
-        # Invert log L(log D): ys decreasing, so reverse both to give np.interp an increasing abscissa.
-        log_d = float(_interp_extend(np.array([math.log(loss)]), ys[::-1], xs[::-1])[0])
-        if not math.isfinite(log_d):
-            return math.nan, True, True
-        d_e = math.exp(log_d)
-        return d_e, not (lo <= d_e <= hi), False
-
-    def d_interval(self, loss: float, level: float = CI_LEVEL) -> tuple[float, float]:
-        """Percentile interval of D_E at `loss` over the scratch fit's bootstrap resamples.
-
-        Each resample's curve E_r + B_r / D^beta_r is inverted at the same loss. A resample whose asymptote
-        E_r lies at or above the loss never reaches it: its D_E counts as infinite (the interval opens upward)
-        rather than being dropped, which would make the interval look tighter than the data allow.
-
-        Args:
-            loss: the fine-tuned loss, in the curve's unit.
-            level: interval level in percent.
-
-        Returns:
-            (low, high) in the curve's D unit; NaN for an interpolated curve or a fit without bootstrap.
-        """
-        fit = self.fit
-        if fit is None or fit.n_bootstrap == 0 or len(fit.boot_theta) == 0 or not math.isfinite(loss):
-            return math.nan, math.nan
-        params = fit.law_obj.to_params(fit.boot_theta)
-        names = list(fit.law_obj.names)
-        e, b, beta = (params[:, names.index(k)] for k in ("E", "B", "beta"))
-        ok = np.isfinite(e) & np.isfinite(b) & np.isfinite(beta) & (beta > 0)
-        if not ok.any():
-            return math.nan, math.nan
-        e, b, beta = e[ok], b[ok], beta[ok]
-        gap = loss - e
-        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-            d_e = np.where(gap > 0, (b / np.where(gap > 0, gap, 1.0)) ** (1.0 / beta), np.inf)
-        # Order statistics ("lower"/"higher"), not interpolation: an infinite resample must give an infinite
-        # end, not inf - inf = NaN.
-        tail = (100.0 - level) / 2
-        lo = float(np.percentile(d_e, tail, method="lower"))
-        hi = float(np.percentile(d_e, 100.0 - tail, method="higher"))
-        return lo, hi
-
-    def _monotone(self) -> tuple[np.ndarray, np.ndarray]:
-        """log D and log loss of the points where the running minimum of the loss strictly falls."""
-        order = np.argsort(self.d)
-        d, loss = self.d[order], np.minimum.accumulate(self.loss[order])
-        keep = np.concatenate([[True], np.diff(loss) < 0])
-        return np.log(d[keep]), np.log(loss[keep])
-
-
-def _interp_extend(x: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-    """np.interp, extended beyond the ends along the end segments (NaN where an end segment is flat)."""
-    out = np.interp(x, xs, ys)
-    lo_slope = (ys[1] - ys[0]) / (xs[1] - xs[0])
-    hi_slope = (ys[-1] - ys[-2]) / (xs[-1] - xs[-2])
-    out = np.where(x < xs[0], ys[0] + (x - xs[0]) * lo_slope, out)
-    out = np.where(x > xs[-1], ys[-1] + (x - xs[-1]) * hi_slope, out)
-    flat = ((x < xs[0]) & (lo_slope == 0)) | ((x > xs[-1]) & (hi_slope == 0))
-    return np.where(flat, np.nan, out)
+POSITION = {INSIDE: "inside", ABOVE: "above", BELOW: "below"}
 
 
 @dataclass
 class LanguageTransfer:
-    """Everything the transfer analysis finds for one language."""
+    """Everything the transfer analysis finds for one language.
+
+    Attributes:
+        curves: N -> scratch curve.
+        table: one row per fine-tuned cell (see `transfer_table`).
+        reps: (N, D_F) -> replicate arrays of that cell: "gap" (nats/token), "gap_bpc", "fraction", "d_t".
+        law: the transfer law fitted in the loss domain (None: no fine-tuned cells).
+    """
 
     language: str
     basis: str
     curves: dict[float, ScratchCurve]
-    table: pd.DataFrame  # one row per fine-tuned cell
-    laws: dict[str, FitResult | None] = field(default_factory=dict)  # "chars" and "tokens"
-    law_notes: dict[str, str] = field(default_factory=dict)
-    law_points: dict[str, pd.DataFrame] = field(default_factory=dict)
+    table: pd.DataFrame
+    reps: dict[tuple[float, float], dict[str, np.ndarray]] = field(default_factory=dict)
+    law: TransferLaw | None = None
 
 
 @dataclass
 class TransferAnalysis:
     languages: dict[str, LanguageTransfer]
     comparison: pd.DataFrame
+    method: str = ""
 
 
 def unit_basis(cells: pd.DataFrame) -> str:
     """ "tokens" when scratch and fine-tuned runs share a tokenizer (equal val tokens per character), else
-    "chars" (which needs d_f_chars and best_val_bpc)."""
+    "chars" (which needs d_f_chars and bits per character)."""
     tpc = cells.groupby("init")["val_tokens_per_char"].median()
-    has_chars = cells["d_f_chars"].notna().all() and cells["best_val_bpc"].notna().all()
+    has_chars = cells["d_f_chars"].notna().all() and cells["bpc"].notna().all()
     if len(tpc) == 2 and tpc.notna().all() and abs(tpc.iloc[0] / tpc.iloc[1] - 1) > 1e-3 and has_chars:
         return "chars"
     return "tokens"
 
 
-def analyze_transfer(cells: pd.DataFrame, *, bootstrap: int = 200, seed: int = 0) -> TransferAnalysis:
-    """D_E, D_T, D_F / D_E and the transfer law for every language in the cell table.
+def analyze_transfer(
+    cells: pd.DataFrame,
+    reps: CellReplicates,
+    *,
+    low_data: dict[tuple[str, float, float], str] | None = None,
+    seed: int = 0,
+) -> TransferAnalysis:
+    """D_E, D_T, D_F / D_E, the gaps and the transfer law for every language in the cell table.
 
     Args:
         cells: cells.best_cells output.
-        bootstrap: resamples for the intervals of the scratch curves and the transfer law.
-        seed: bootstrap seed.
+        reps: replicates of every cell's loss (resample.replicate_cells), aligned with `cells`.
+        low_data: (language, N, D_F) -> "low-data" / "beyond low-data" / "unknown" (regimes.py); cells
+            known to lie beyond the low-data regime are kept out of the transfer law.
+        seed: seeds the transfer-law fits' starts (deterministic otherwise).
 
     Returns:
         TransferAnalysis with one LanguageTransfer per language and a cross-language comparison table.
     """
     languages: dict[str, LanguageTransfer] = {}
-    bases = {str(lang): unit_basis(lc) for lang, lc in cells.groupby("language", sort=True)}
-    curves = _scratch_curves(cells, bases, bootstrap=bootstrap, seed=seed)
     for lang, lc in cells.groupby("language", sort=True):
-        basis = bases[str(lang)]
-        mine = {n: c for (lg, n), c in curves.items() if lg == lang}
-        table = _transfer_table(lc[lc["init"] == "finetune"], mine, basis)
-        languages[str(lang)] = LanguageTransfer(language=str(lang), basis=basis, curves=mine, table=table)
-    _fit_transfer_laws(languages, bootstrap=bootstrap, seed=seed)
-    return TransferAnalysis(languages=languages, comparison=comparison_table(languages))
+        lang = str(lang)
+        basis = unit_basis(lc)
+        curves = scratch_curves(lc, reps, basis)
+        table, cell_reps = transfer_table(lc, reps, curves, basis, low_data or {})
+        lt = LanguageTransfer(lang, basis, curves, table, cell_reps)
+        if not table.empty:
+            lt.law = fit_transfer_law(lt, reps, lc, seed=seed)
+        languages[lang] = lt
+    return TransferAnalysis(languages=languages, comparison=comparison_table(languages), method=reps.method)
 
 
-def _columns(basis: str) -> tuple[str, str]:
-    return ("d_f", "best_val_loss") if basis == "tokens" else ("d_f_chars", "best_val_bpc")
+def basis_columns(basis: str) -> tuple[str, str]:
+    """The cell table's (D column, loss column) in a basis."""
+    return ("d_f", "loss") if basis == "tokens" else ("d_f_chars", "bpc")
 
 
-def _scratch_curves(
-    cells: pd.DataFrame, bases: dict[str, str], *, bootstrap: int, seed: int
-) -> dict[tuple[str, float], ScratchCurve]:
-    """Scratch curves for every (language, N) in the language's basis; all power-law fits run as one batch."""
-    out: dict[tuple[str, float], ScratchCurve] = {}
-    to_fit: list[tuple[str, float]] = []
-    scratch = cells[cells["init"] == "scratch"]
-    for (lang, n), sc in scratch.groupby(["language", "n_params"], sort=True):
-        basis = bases[str(lang)]
-        dcol, lcol = _columns(basis)
-        ok = sc[dcol].notna() & sc[lcol].notna() & (sc[dcol] > 0)
-        d, loss = sc.loc[ok, dcol].to_numpy(float), sc.loc[ok, lcol].to_numpy(float)
-        if d.size == 0:
-            continue
-        key = (str(lang), float(n))
-        out[key] = ScratchCurve(language=str(lang), n_params=float(n), basis=basis, d=d, loss=loss, fit=None)
-        if np.unique(d).size >= MIN_CURVE_POINTS:
-            to_fit.append(key)
-        else:
-            out[key].note = f"{np.unique(d).size} scratch sizes < {MIN_CURVE_POINTS}: log-log interpolation"
-    if to_fit:
-        fits = fit_groups(
-            "power", [({"x": out[k].d}, out[k].loss) for k in to_fit], bootstrap=bootstrap, seed=seed
+def _rep_loss(reps: CellReplicates, basis: str) -> np.ndarray:
+    return reps.loss if basis == "tokens" else reps.bpc
+
+
+def scratch_curves(lc: pd.DataFrame, reps: CellReplicates, basis: str) -> dict[float, ScratchCurve]:
+    """One curve per size from the language's scratch cells; cells the budget cut while still falling are
+    kept out (they measure compute, not data) and listed in the curve's `excluded`."""
+    dcol, _ = basis_columns(basis)
+    values = _rep_loss(reps, basis)
+    out = {}
+    for n, g in lc[lc["init"] == "scratch"].groupby("n_params", sort=True):
+        keep = g[~g["still_falling"].astype(bool) & g[dcol].notna() & (g[dcol] > 0)]
+        excluded = [
+            (float(d), "stopped by the token budget while its loss still fell")
+            for d in g.loc[g["still_falling"].astype(bool), dcol]
+        ]
+        out[float(n)] = ScratchCurve(
+            str(g["language"].iloc[0]),
+            float(n),
+            basis,
+            keep[dcol].to_numpy(float),
+            values[keep.index.to_numpy()],
+            excluded,
         )
-        for key, res in zip(to_fit, fits, strict=True):
-            out[key].fit = res
     return out
 
 
-def _transfer_table(ft: pd.DataFrame, curves: dict[float, ScratchCurve], basis: str) -> pd.DataFrame:
-    """One row per fine-tuned cell: D_E, D_T, D_F / D_E (tokens and characters) with their flags and 95%
-    bootstrap intervals (`*_lo`, `*_hi`; NaN where the scratch curve is interpolated or not bootstrapped)."""
-    dcol, lcol = _columns(basis)
+def transfer_table(
+    lc: pd.DataFrame,
+    reps: CellReplicates,
+    curves: dict[float, ScratchCurve],
+    basis: str,
+    low_data: dict[tuple[str, float, float], str],
+) -> tuple[pd.DataFrame, dict[tuple[float, float], dict[str, np.ndarray]]]:
+    """One row per fine-tuned cell (gap, D_E, D_T, D_F / D_E with intervals and flags) and its replicates."""
+    dcol, _ = basis_columns(basis)
+    values = _rep_loss(reps, basis)
+    scratch = {
+        (float(n), float(d)): i
+        for i, n, d in zip(lc.index, lc["n_params"], lc["d_f"], strict=True)
+        if lc.at[i, "init"] == "scratch"
+    }
+    same_tok = basis == "tokens"
     rows: list[dict[str, Any]] = []
-    for _, c in ft.iterrows():
-        curve = curves.get(float(c["n_params"]))
-        cpt = c["d_f_chars"] / c["d_f"] if pd.notna(c["d_f_chars"]) else math.nan  # characters per token
-        d_e = lo = hi = math.nan
-        extrapolated = below = False
-        if curve is not None and pd.notna(c[lcol]):
-            d_e, extrapolated, below = curve.d_for(float(c[lcol]))
-            lo, hi = curve.d_interval(float(c[lcol]))
-        # The inversion's unit first, then the other one through the training text's characters per token.
-        scale_tok, scale_chr = (1.0, cpt) if basis == "tokens" else (1.0 / cpt, 1.0)
-        d_e_tok, d_e_chr = d_e * scale_tok, d_e * scale_chr
-        d_f, d_f_chr = float(c["d_f"]), float(c["d_f_chars"])
-        d_99 = curve.d_99 if curve is not None else math.nan
-        d_99_tok = d_99 if basis == "tokens" else d_99 / cpt
-        low = c["d_f"] <= LOW_DATA_FRACTION * d_99_tok if math.isfinite(d_99_tok) else None
-        rows.append(
-            {
-                "language": c["language"],
-                "n_params": float(c["n_params"]),
-                "size": c.get("size"),
-                "d_f": float(c["d_f"]),
-                "d_f_chars": float(c["d_f_chars"]),
-                "chars_per_token": cpt,
-                "loss": float(c["best_val_loss"]),
-                "bpc": float(c["best_val_bpc"]),
-                "zero_shot_loss": float(c.get("zero_shot_loss", math.nan)),
-                "lr": c.get("lr"),
-                "schedule_kind": c.get("schedule_kind"),
-                "d_e": d_e_tok,
-                "d_e_lo": lo * scale_tok,
-                "d_e_hi": hi * scale_tok,
-                "d_e_chars": d_e_chr,
-                "d_e_chars_lo": lo * scale_chr,
-                "d_e_chars_hi": hi * scale_chr,
-                "d_t": d_e_tok - d_f,
-                "d_t_lo": lo * scale_tok - d_f,
-                "d_t_hi": hi * scale_tok - d_f,
-                "d_t_chars": d_e_chr - d_f_chr,
-                "d_t_chars_lo": lo * scale_chr - d_f_chr,
-                "d_t_chars_hi": hi * scale_chr - d_f_chr,
-                "fraction": d_f / d_e_tok if d_e_tok > 0 else math.nan,
-                # D_F / D_E falls as D_E grows: its low end comes from D_E's high end.
-                "fraction_lo": d_f / (hi * scale_tok) if hi > 0 else math.nan,
-                "fraction_hi": d_f / (lo * scale_tok) if lo > 0 else math.nan,
-                "extrapolated": bool(extrapolated),
-                "below_asymptote": bool(below),
-                "no_scratch": curve is None,
-                "scratch_curve": curve.kind if curve is not None else "none",
-                "d_99": d_99_tok,
-                "low_data": low,
-            }
+    cell_reps: dict[tuple[float, float], dict[str, np.ndarray]] = {}
+    for i, c in lc[lc["init"] == "finetune"].iterrows():
+        n, d_f = float(c["n_params"]), float(c["d_f"])
+        cpt = float(c["d_f_chars"]) / d_f if pd.notna(c["d_f_chars"]) else math.nan  # characters per token
+        row: dict[str, Any] = {
+            "language": c["language"],
+            "size": c.get("size"),
+            "n_params": n,
+            "d_f": d_f,
+            "d_f_chars": float(c["d_f_chars"]),
+            "chars_per_token": cpt,
+            "split": c["split"],
+            "loss": float(c["loss"]),
+            "bpc": float(c["bpc"]),
+            "zero_shot_loss": float(c.get("zero_shot_loss", math.nan)),
+            "lr": c.get("lr"),
+            "schedule_kind": c.get("schedule_kind"),
+            "n_seeds": int(c["n_seeds"]),
+            "ft_still_falling": bool(c["still_falling"]),
+            "low_data": low_data.get((str(c["language"]), n, d_f), "unknown"),
+        }
+        r: dict[str, np.ndarray] = {}
+        # ---- the evidence: the paired gap to the scratch cell of the same N and D_F ----
+        if (n, d_f) in scratch:
+            j = scratch[(n, d_f)]
+            r["gap"] = reps.loss[i] - reps.loss[j] if same_tok else np.full(reps.loss.shape[1], math.nan)
+            r["gap_bpc"] = reps.bpc[i] - reps.bpc[j]
+            row["scratch_loss"], row["scratch_bpc"] = float(lc.at[j, "loss"]), float(lc.at[j, "bpc"])
+            row["scratch_still_falling"] = bool(lc.at[j, "still_falling"])
+        else:
+            r["gap"] = r["gap_bpc"] = np.full(reps.loss.shape[1], math.nan)
+            row["scratch_loss"] = row["scratch_bpc"] = math.nan
+            row["scratch_still_falling"] = False
+        for name in ("gap", "gap_bpc"):
+            lo, hi = percentile_interval(r[name])
+            row[name], row[f"{name}_lo"], row[f"{name}_hi"] = float(r[name][0]), float(lo), float(hi)
+        sd = float(np.nanstd(r["gap_bpc"][1:])) if r["gap_bpc"].size > 2 else math.nan
+        row["gap_z"] = row["gap_bpc"] / sd if sd > 0 else math.nan
+        # ---- D_E on the scratch curve, then D_T and D_F / D_E in tokens and characters ----
+        curve = curves.get(n)
+        if curve is not None and curve.usable:
+            d_e, pos = curve.invert(values[i])
+        else:
+            d_e, pos = np.full(values.shape[1], math.nan), np.full(values.shape[1], INSIDE)
+        to_tok, to_chr = (1.0, cpt) if basis == "tokens" else (1.0 / cpt, 1.0)
+        d_e_tok = d_e * to_tok
+        r["d_t"] = d_e_tok - d_f
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r["fraction"] = np.where(d_e_tok > 0, d_f / d_e_tok, np.inf)
+        for name, arr in (
+            ("d_e", d_e_tok),
+            ("d_e_chars", d_e * to_chr),
+            ("d_t", r["d_t"]),
+            ("d_t_chars", d_e * to_chr - float(c["d_f_chars"])),
+            ("fraction", r["fraction"]),
+        ):
+            lo, hi = percentile_interval(arr)
+            row[name], row[f"{name}_lo"], row[f"{name}_hi"] = float(arr[0]), float(lo), float(hi)
+        row["position"] = POSITION[int(pos[0])] if curve is not None and curve.usable else "no curve"
+        row["extrapolated"] = row["position"] != "inside"
+        row["position_share"] = float(np.mean(pos[1:] != INSIDE)) if pos.size > 1 else math.nan
+        row["scratch_points"] = len(curve.d) if curve is not None else 0
+        row["scratch_range"] = (
+            (float(curve.d[0] * to_tok), float(curve.d[-1] * to_tok))
+            if curve is not None and len(curve.d)
+            else None
         )
-    cols = ["language", "n_params", "d_f", "d_e", "d_t", "fraction", "extrapolated", "below_asymptote"]
-    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=cols)
+        row["bound"] = _bound(row)
+        rows.append(row)
+        cell_reps[(n, d_f)] = r
+    return pd.DataFrame(rows), cell_reps
 
 
-def _fit_transfer_laws(languages: dict[str, LanguageTransfer], *, bootstrap: int, seed: int) -> None:
-    """D_T = k D_F^alpha N^beta per language and unit, on low-data cells with D_T > 0; one batched fit."""
-    jobs: list[tuple[str, str, pd.DataFrame]] = []
-    for lang, lt in languages.items():
-        for unit, dfc, dtc in (("chars", "d_f_chars", "d_t_chars"), ("tokens", "d_f", "d_t")):
-            lt.laws[unit] = None
-            t = lt.table
-            if t.empty:
-                lt.law_notes[unit] = "no fine-tuned cells"
-                continue
-            low = t["low_data"].map(lambda v: v is None or bool(v)).astype(bool)
-            valid = low & np.isfinite(t[dtc]) & (t[dtc] > 0) & np.isfinite(t[dfc]) & ~t["below_asymptote"]
-            clean = valid & ~t["extrapolated"]
-            # Extrapolated D_E are kept only when too few interpolated ones remain for a 3-parameter fit.
-            pts = t[clean] if clean.sum() >= 4 else t[valid]
-            notes = [f"{int(valid.sum())} of {len(t)} cells in the low-data regime with D_T > 0"]
-            if clean.sum() < 4 and (valid & t["extrapolated"]).any():
-                notes.append(f"{int((valid & t['extrapolated']).sum())} with extrapolated D_E kept")
-            if t["no_scratch"].any():
-                notes.append(
-                    f"{int(t['no_scratch'].sum())} cells without scratch runs at their size (no D_E)"
-                )
-            if (t["scratch_curve"] == "interpolated").any():
-                notes.append("low-data regime unknown for interpolated scratch curves (cells kept)")
-            lt.law_notes[unit] = "; ".join(notes)
-            if len(pts) < 3 or pts["n_params"].nunique() < 2 or pts[dfc].nunique() < 2:
-                lt.law_notes[unit] += "; too few points (need 3, with 2 sizes and 2 D_F) to fit"
-                continue
-            lt.law_points[unit] = pts
-            jobs.append((lang, unit, pts))
-    if not jobs:
-        return
-    groups = [
-        (
-            {"d_f": p["d_f_chars" if u == "chars" else "d_f"], "n": p["n_params"]},
-            p["d_t_chars" if u == "chars" else "d_t"],
-        )
-        for _, u, p in jobs
-    ]
-    fits = fit_groups("transfer", groups, bootstrap=bootstrap, seed=seed)
-    for (lang, unit, _), res in zip(jobs, fits, strict=True):
-        languages[lang].laws[unit] = res
+def _bound(row: dict[str, Any]) -> str:
+    """What an out-of-range D_E says for sure, in tokens (empty inside the range)."""
+    rng = row["scratch_range"]
+    if row["position"] == "above" and rng:
+        return f"D_E > {rng[1]:.3g} (beyond the largest scratch run)"
+    if row["position"] == "below" and rng:
+        return f"D_E < {rng[0]:.3g} (below the smallest scratch run)"
+    if row["ft_still_falling"]:
+        return "fine-tuned run cut by its budget: D_E is a lower bound"
+    return ""
 
 
 def comparison_table(languages: dict[str, LanguageTransfer]) -> pd.DataFrame:
-    """One row per language: how much pre-training is worth there, and its transfer law (D in characters).
+    """One row per language: D_F / D_E at its smallest D_F (geometric mean over sizes), the law, the flags.
 
-    Languages are ranked by the median D_F / D_E over cells with a finite D_E (smaller = more transfer).
+    Languages are ranked by that D_F / D_E (smaller = more transfer): a unitless measure, fair across scripts.
     """
     rows = []
     for lang, lt in languages.items():
         t = lt.table
-        ok = t[np.isfinite(t["fraction"])] if not t.empty else t
-        law = lt.laws.get("chars")
-        row: dict[str, Any] = {
-            "language": lang,
-            "basis": lt.basis,
-            "finetune_cells": len(t),
-            "cells_with_d_e": len(ok),
-            "extrapolated": int(t["extrapolated"].sum()) if not t.empty else 0,
-            "below_asymptote": int(t["below_asymptote"].sum()) if not t.empty else 0,
-            "median_fraction": float(ok["fraction"].median()) if len(ok) else math.nan,
-            "median_d_t_chars": float(ok["d_t_chars"].median()) if len(ok) else math.nan,
-        }
+        row: dict[str, Any] = {"language": lang, "basis": lt.basis, "finetune_cells": len(t)}
+        if t.empty:
+            rows.append(row)
+            continue
+        smallest = t[t["d_f"] == t["d_f"].min()]
+        inside = smallest[smallest["position"] == "inside"]
+        frac = inside["fraction"].to_numpy(float)
+        row.update(
+            {
+                "smallest_d_f": float(t["d_f"].min()),
+                "fraction_smallest": float(np.exp(np.mean(np.log(frac))))
+                if frac.size and (frac > 0).all()
+                else math.nan,
+                "outside_range": int(t["extrapolated"].sum()),
+                "gap_clear": int(((t["gap_bpc_hi"] < 0) | (t["gap_bpc_lo"] > 0)).sum()),
+                "finetune_better_clear": int((t["gap_bpc_hi"] < 0).sum()),
+            }
+        )
+        law = lt.law
+        row["law"] = law.status if law else "not fitted"
         for name in ("k", "alpha", "beta"):
-            row[name] = law.params[name] if law else math.nan
-            row[f"{name}_ci"] = law.ci[name] if law else (math.nan, math.nan)
-        row["law_points"] = law.n_points if law else 0
-        row["law_rmsd_log"] = law.rmsd_log if law else math.nan
+            row[name], row[f"{name}_ci"] = math.nan, (math.nan, math.nan)
+            if law is not None and law.identified:  # constants only for an identified law
+                row[name], row[f"{name}_ci"] = law.params[name], law.ci[name]
         rows.append(row)
     df = pd.DataFrame(rows)
-    if not df.empty:
-        df["transfer_rank"] = df["median_fraction"].rank(method="min").astype("Int64")
+    if not df.empty and "fraction_smallest" in df:
+        df["transfer_rank"] = df["fraction_smallest"].rank(method="min").astype("Int64")
         df = df.sort_values(["transfer_rank", "language"]).reset_index(drop=True)
     return df
