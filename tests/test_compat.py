@@ -19,7 +19,7 @@ import pytest
 from sweep_engine.config import Space, load_space
 from sweep_engine.ledger import read_ledger
 from sweep_engine.space import expand
-from sweep_engine.spec import FINISHED, KILLED
+from sweep_engine.spec import FINISHED, KILLED, TrialSpec
 from sweep_engine.sweep.driver import SweepDriver
 from sweep_engine.sweep.jobs import InlineExecutor, SweepPaths
 from sweep_engine.tracking import TRIAL, MlflowTracker
@@ -52,6 +52,9 @@ def test_todays_code_computes_the_keys_it_wrote(old_sweep: Space) -> None:
     assert [t.key() for t in expand(old_sweep)] == OLD
     ledger = read_ledger(old_sweep.results_dir / "trials.parquet")
     assert sorted(ledger.trial_key) == sorted(OLD[:-1])  # the interrupted trial has no row yet
+    # The specs it recorded (corpus kinds in their old words) read back as the same trials.
+    for key, spec in zip(ledger.trial_key, ledger.spec, strict=True):
+        assert TrialSpec.from_dict(json.loads(spec)).key() == key
 
 
 def test_relaunch_finds_every_result_checkpoint_and_run(old_sweep: Space) -> None:
