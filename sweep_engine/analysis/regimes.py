@@ -267,6 +267,8 @@ def _convergence(c: pd.Series) -> dict[str, Any]:
         label = "under-trained (budget)" if bool(c.get("still_falling")) else "converged (budget, flat)"
     elif stop in ("overfit", "plateau"):
         label = f"converged ({stop})"
+    elif stop == "pruned":
+        label = "pruned (a losing arm, stopped early)"
     else:
         label = "unknown"
     at_best = c["tokens_at_best"] / c["tokens_seen"] if c.get("tokens_seen", 0) else math.nan

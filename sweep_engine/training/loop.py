@@ -29,7 +29,15 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from sweep_engine.data.batches import BatchSource
 from sweep_engine.errors import ConfigError, DataError
-from sweep_engine.spec import DocIndex, EvalPoint, Reporter, TrialData, TrialResult, TrialSpec
+from sweep_engine.spec import (
+    DocIndex,
+    EvalPoint,
+    Reporter,
+    TrialData,
+    TrialResult,
+    TrialSpec,
+    prune_requested,
+)
 from sweep_engine.training import checkpoint as ckpt
 from sweep_engine.training.checkpoint import load_result
 from sweep_engine.training.evaluate import eval_loss, eval_loss_by_doc
@@ -224,6 +232,8 @@ def run_trial(
         val_loss, val_by_doc = evaluate_by_doc(data.val, data.val_docs)
         point = EvalPoint(tokens, progress.step, val_loss, train_loss, lr, evaluate_extra())
         new_best = record_eval(progress, point, stop, at_cap=progress.step >= max_steps)
+        if progress.stop_reason is None and _prune_requested(workdir, master, ddp, device):
+            progress.stop_reason = "pruned"  # the sweep stopped this losing arm (sweep/halving.py)
         if new_best:
             best_weights = {k: v.detach().to("cpu", copy=True) for k, v in lm.state_dict().items()}
             progress.best_val_doc_loss = val_by_doc.tolist() if val_by_doc is not None else []
@@ -242,6 +252,9 @@ def run_trial(
             "train_loss": train_loss,
             "lr": lr,
             "tokens_per_s": steps_since_eval * spec.batch_tokens / max(interval_s, 1e-9),
+            "evals": len(
+                progress.curve
+            ),  # the same tokens for every arm of a cell: halving compares at these
             **{f"extra_val_loss_{name}": loss for name, loss in point.extra_val_loss.items()},
         }
         if master:
@@ -293,3 +306,14 @@ def run_trial(
         ckpt.write_result(workdir, result)
     log.info("trial %s stopped (%s) at step %d", spec.key(), result.stop_reason, progress.step)
     return result
+
+
+def _prune_requested(workdir: Path, master: bool, ddp: bool, device: torch.device) -> bool:
+    """Whether the sweep asked this run to stop; rank 0 reads the file and tells the others, so that every
+    rank stops at the same evaluation (a rank that saw the file a moment later would wait in a collective)."""
+    asked = prune_requested(workdir) if master else False
+    if ddp:
+        flag = torch.tensor([1.0 if asked else 0.0], device=device)
+        dist.broadcast(flag, src=0)
+        asked = bool(flag.item())
+    return asked

@@ -30,6 +30,7 @@ from sweep_engine.spec import (
     TrialData,
     TrialResult,
     TrialSpec,
+    request_prune,
 )
 from sweep_engine.training.evaluate import eval_loss
 from sweep_engine.training.loop import batch_geometry, load_result, measure_throughput, run_trial
@@ -143,6 +144,7 @@ def test_budget_run_records_everything(tmp_path: Path) -> None:
         "train_loss",
         "lr",
         "tokens_per_s",
+        "evals",
         "extra_val_loss_en",
     }
     assert set(reporter.reports[-1]) == keys
@@ -170,6 +172,13 @@ def test_test_split_and_per_document_losses_come_from_the_best_step(tmp_path: Pa
     assert sum(val["loss"]) / sum(val["tokens"]) == pytest.approx(result.best_val_loss, abs=1e-6)
     assert sum(test["loss"]) / sum(test["tokens"]) == pytest.approx(result.test_loss, abs=1e-6)
     assert load_result(tmp_path) == result  # result.json carries them
+
+
+def test_a_prune_request_stops_the_run_after_its_next_evaluation(tmp_path: Path) -> None:
+    request_prune(tmp_path, "a losing arm")
+    result = run_trial(make_spec(), ListReporter(), workdir=tmp_path, data=make_data())
+    assert result.stop_reason == "pruned" and len(result.curve) == 1
+    assert load_result(tmp_path) == result and not (tmp_path / "PRUNE").exists()
 
 
 def test_tiny_training_set_overfits(tmp_path: Path) -> None:
