@@ -230,7 +230,9 @@ def run_trial(
         progress.train_s += interval_s
         tokens = progress.step * spec.batch_tokens
         val_loss, val_by_doc = evaluate_by_doc(data.val, data.val_docs)
-        point = EvalPoint(tokens, progress.step, val_loss, train_loss, lr, evaluate_extra())
+        # The extra sets (English after fine-tuning: forgetting) are scored once, with the best weights, at the
+        # end: the best step is all that is reported, and evaluating them at every step doubled small runs' cost.
+        point = EvalPoint(tokens, progress.step, val_loss, train_loss, lr)
         new_best = record_eval(progress, point, stop, at_cap=progress.step >= max_steps)
         if progress.stop_reason is None and _prune_requested(workdir, master, ddp, device):
             progress.stop_reason = "pruned"  # the sweep stopped this losing arm (sweep/halving.py)
@@ -255,7 +257,6 @@ def run_trial(
             "evals": len(
                 progress.curve
             ),  # the same tokens for every arm of a cell: halving compares at these
-            **{f"extra_val_loss_{name}": loss for name, loss in point.extra_val_loss.items()},
         }
         if master:
             log.info("trial %s step %d tokens %d val %.4f", spec.key(), progress.step, tokens, point.val_loss)
@@ -269,11 +270,13 @@ def run_trial(
     doc_losses: dict[str, dict[str, list[object]]] = {}
     if data.val_docs is not None and progress.best_val_doc_loss:
         doc_losses["val"] = data.val_docs.to_json(progress.best_val_doc_loss)
-    if data.test is not None and best_weights is not None:
+    if best_weights is not None and (data.test is not None or data.extra_val):
         lm.load_state_dict(best_weights)
-        test_loss, test_by_doc = evaluate_by_doc(data.test, data.test_docs)
-        if data.test_docs is not None and test_by_doc is not None:
-            doc_losses["test"] = data.test_docs.to_json(test_by_doc)
+        progress.best_extra_val_loss = evaluate_extra()
+        if data.test is not None:
+            test_loss, test_by_doc = evaluate_by_doc(data.test, data.test_docs)
+            if data.test_docs is not None and test_by_doc is not None:
+                doc_losses["test"] = data.test_docs.to_json(test_by_doc)
 
     # ---- the result -----------------------------------------------------------------------------------------
     tokens_seen = progress.step * spec.batch_tokens
