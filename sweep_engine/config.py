@@ -244,13 +244,18 @@ class SearchConfig(Strict):
 
 
 class AnalysisConfig(Strict):
+    """What `analyze` fits for this space (analysis/pipeline.py, AnalysisOptions): `laws` kaplan / chinchilla
+    = the joint forms the regimes choose between, transfer = the transfer law, power / rectified = a pure law
+    beside each scratch curve, overtrain = Gadre et al.'s L(C, M); `holdout_largest` = the hold-out check;
+    `bootstrap` replicates and their `seed`."""
+
     laws: list[Literal["chinchilla", "kaplan", "power", "rectified", "overtrain", "transfer"]] = [
-        "power",
         "kaplan",
+        "chinchilla",
         "transfer",
     ]
     bootstrap: NonNegInt = 200
-    holdout_largest: bool = False
+    holdout_largest: bool = True
     seed: NonNegInt = 0
 
 
