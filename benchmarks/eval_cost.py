@@ -11,8 +11,8 @@ is made of, on the real code paths (training/step.py's train_step, training/eval
 then applies them to the token counts of the paper spaces' settings (search_spaces/paper/*.yaml): the tokens a
 124M trial trains until the stop `validate` expects (its overfitting point, then `patience` evaluations;
 budgets.py; the pre-training runs to its cap), and every token it evaluates on the way (validation at each
-interval, extra sets each time or once with the best weights, zero-shot sets of fine-tuned runs, the test split
-at the end). `--loop` also runs run_trial itself on a scaled-down 124M trial and prints its recorded eval_s /
+interval, zero-shot sets of fine-tuned runs, the test split and the extra sets once at the end with the best
+weights). `--loop` also runs run_trial itself on a scaled-down 124M trial and prints its recorded eval_s /
 train_s next to the ratio the per-token rates predict for it.
 
     .venv/bin/python benchmarks/eval_cost.py            # ~5 minutes on a 2-core machine
@@ -83,10 +83,8 @@ def token_counts(t: TrialSpec, trained: int) -> tuple[int, int]:
     assert d.val_unit == "tokens", "the paper spaces size their held-out sets in tokens"
     val, test, extra = d.val_size, d.test_size, len(d.extra_val) * d.val_size
     evals = math.ceil(trained / interval(t))
-    per_eval = val + (extra if t.stopping.extra_val_every_eval else 0)
     zero_shot = val + extra if t.init == "finetune" else 0
-    end = test + (0 if t.stopping.extra_val_every_eval else extra)
-    return trained, evals * per_eval + zero_shot + end
+    return trained, evals * val + zero_shot + test + extra  # test and extra sets once, with the best weights
 
 
 def paper_cases() -> list[tuple[str, TrialSpec, int]]:

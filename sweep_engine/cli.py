@@ -12,30 +12,61 @@ from typing import Annotated
 
 import typer
 
+from sweep_engine import __version__
+from sweep_engine.analysis.commands import analyze_cmd, fit_cmd
+from sweep_engine.cli_args import OverridesArg, SpaceArg, load_space_or_exit
 from sweep_engine.config import load_space
+from sweep_engine.data.commands import corpora_cmd, prepare_cmd
+from sweep_engine.demo import demo_cmd
 from sweep_engine.errors import ConfigError, UserError
 from sweep_engine.exits import fail, on_bad_input
+from sweep_engine.sweep.commands import launch_cmd, resume_cmd, status_cmd, ui_cmd
 
 app = typer.Typer(
     name="sweep-engine",
     help="Declarative scaling-law sweeps for language transfer (Ray Tune + Ray Train + MLflow).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
-)
+)  # Typer's --install-completion / --show-completion: shell completion of commands, options and paths
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"sweep-engine {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Declarative scaling-law sweeps for language transfer (Ray Tune + Ray Train + MLflow)."""
 
 
 @app.command()
-def validate(spaces: Annotated[list[Path], typer.Argument(help="Search-space YAML files.")]) -> None:
+def validate(
+    args: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="SPACE... [KEY=VALUE]...",
+            help="Search-space YAML files, and overrides applied to each (e.g. transfer.lr=[1e-3]).",
+        ),
+    ],
+) -> None:
     """Check search-space files; print a one-line summary of each valid one, and a warning for every transfer
     D_F whose token cap cannot reach its expected overfitting point (budgets.py). Writes nothing."""
     from sweep_engine.budgets import cap_warnings
     from sweep_engine.space import count_trials
 
+    # An argument with "=" that is not a file is an override (a file name may hold "=" too).
+    overrides = [a for a in args if "=" in a and not Path(a).exists()]
     errors = []
-    for path in spaces:
+    for path in (Path(a) for a in args if a not in overrides):
         try:
-            space = load_space(path)
+            space = load_space(path, overrides)
         except UserError as exc:
             errors.append(str(exc))
             continue
@@ -54,7 +85,8 @@ def validate(spaces: Annotated[list[Path], typer.Argument(help="Search-space YAM
 
 @app.command()
 def plan(
-    space_path: Annotated[Path, typer.Argument(metavar="SPACE", help="A search-space YAML file.")],
+    space_path: SpaceArg,
+    overrides: OverridesArg = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
     calibrate: Annotated[
         bool, typer.Option("--calibrate", help="Measure CPU tokens/s of each size here (CPU trials only).")
@@ -71,13 +103,17 @@ def plan(
     from sweep_engine.budgets import cap_warnings
     from sweep_engine.hardware import PEAK_FLOPS, peak_flops
 
+    space = load_space_or_exit(space_path, overrides)
     with on_bad_input():
-        space = load_space(space_path)
         if gpu is not None and peak_flops(gpu) is None:
             raise ConfigError(
                 f"--gpu must name a GPU of the peak-FLOPs table {sorted(PEAK_FLOPS)}, got {gpu!r}"
             )
-    measured = planning.calibrate(space) if calibrate else None
+    measured = None
+    if calibrate:
+        from sweep_engine.training.step import calibrate as measure  # torch, only when asked
+
+        measured = measure(space)
     result = planning.make_plan(space, measured, planning.Assumptions(gpu=gpu))
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
@@ -111,11 +147,6 @@ def _hours(h: float) -> str:
 
 # The other stages' commands live beside their stage; each imports its heavy libraries (Ray, MLflow, torch,
 # matplotlib) only inside the command, so `validate` and `plan` stay fast.
-from sweep_engine.analysis.commands import analyze_cmd, fit_cmd  # noqa: E402
-from sweep_engine.data.commands import corpora_cmd, prepare_cmd  # noqa: E402
-from sweep_engine.demo import demo_cmd  # noqa: E402
-from sweep_engine.sweep.commands import launch_cmd, resume_cmd, status_cmd, ui_cmd  # noqa: E402
-
 app.command("launch")(launch_cmd)
 app.command("resume")(resume_cmd)
 app.command("status")(status_cmd)

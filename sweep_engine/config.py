@@ -1,12 +1,15 @@
 """The search-space schema: a YAML file in, a validated `Space` out, every error reported at once.
 
-Errors name the dotted path of the field, the rule, and the value given, e.g.
-`transfer.d_f[2]: must be a positive integer, got -5`. Loading writes nothing and starts nothing.
+Errors name the file, the dotted path of the field, the rule, and the value given, one line each, e.g.
+`german.yaml: transfer.d_f[2]: must be a positive integer, got -5`. Command-line overrides (`key=value`) are
+validated by the same schema, so their errors read the same. Loading writes nothing and starts nothing.
 """
 
 from __future__ import annotations
 
+import copy
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -16,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sweep_engine.errors import ConfigError
 from sweep_engine.shapes import SIZES
 from sweep_engine.spec import CORPUS_KINDS, CorpusKind, ModelShape
+from sweep_engine.tracking import default_uri
 
 PosInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
@@ -102,8 +106,6 @@ class StoppingConfig(Strict):
     token_cap_epochs: PosFloat | None = None
     token_cap_min: PosInt | None = None
     overfit_epochs: PosFloat = 16.0
-    # False: extra validation sets (forgetting) only before training and at the end with the best weights.
-    extra_val_every_eval: bool = True
 
     @model_validator(mode="after")
     def _cap_range(self) -> StoppingConfig:
@@ -216,6 +218,9 @@ class TransferConfig(TrainingConfig):
     lr: Annotated[list[PosFloat], Field(min_length=1)]
     schedules: Annotated[list[ScheduleConfig], Field(min_length=1)] = [ScheduleConfig(warmup_steps=300)]
     seeds: Annotated[list[NonNegInt], Field(min_length=1)] = [0]
+    # More (or other) seeds at some D_F: {250: [0, 1, 2]}. Where the gap to scratch is smallest against the
+    # run-to-run noise, a third seed narrows its interval most.
+    seeds_by_d_f: dict[PosInt, Annotated[list[NonNegInt], Field(min_length=1)]] = {}
     # e.g. {en: ...}: English loss after fine-tuning (forgetting). `pretrain` names the pre-training corpus: its
     # validation set is then a subset of the pre-training's held-out documents (checked), never training text.
     extra_val: dict[str, CorpusConfig | Literal["pretrain"]] = {}
@@ -227,6 +232,20 @@ class TransferConfig(TrainingConfig):
         if dupes:
             raise ValueError(f"values must be unique, got duplicates {dupes}")
         return values
+
+    @model_validator(mode="after")
+    def _seeds_at_listed_d_f(self) -> TransferConfig:
+        unknown = sorted(set(self.seeds_by_d_f) - set(self.d_f))
+        if unknown:
+            raise ValueError(f"seeds_by_d_f keys must be values of d_f {self.d_f}, got {unknown}")
+        for d_f, seeds in self.seeds_by_d_f.items():
+            if len(set(seeds)) != len(seeds):
+                raise ValueError(f"seeds_by_d_f[{d_f}] must be unique, got {seeds}")
+        return self
+
+    def seeds_at(self, d_f: int) -> list[int]:
+        """The seeds of the cells at this D_F."""
+        return self.seeds_by_d_f.get(d_f, self.seeds)
 
 
 class ExecutionConfig(Strict):
@@ -246,32 +265,49 @@ class TrackingConfig(Strict):
     experiment: str | None = None  # default: the space's name
 
 
+class HalvingConfig(Strict):
+    """Successive halving between a cell's LR/schedule arms (sweep/halving.py): compare the arms of the cell's
+    first seed after `first_rung`, first_rung x eta, ... evaluations, keep the best 1/eta, stop the rest; the
+    cell's other seeds then run the winning arm only."""
+
+    eta: Annotated[int, Field(ge=2)] = 2
+    first_rung: PosInt = 2
+
+
 class SearchConfig(Strict):
-    """How a cell's LR/schedule is searched: the full grid, or an Optuna sampler with a budget per cell over a
-    log-uniform LR range and the listed schedules."""
+    """How a cell's LR/schedule is searched: the full grid (optionally halving its arms), or an Optuna sampler
+    with a budget per cell over a log-uniform LR range and the listed schedules."""
 
     kind: Literal["grid", "optuna"] = "grid"
     trials_per_cell: PosInt | None = None
     sampler: Literal["tpe", "random"] = "tpe"
     lr_range: tuple[PosFloat, PosFloat] | None = None
+    halving: HalvingConfig | None = None
 
     @model_validator(mode="after")
     def _optuna_needs_budget(self) -> SearchConfig:
         if self.kind == "optuna" and (self.trials_per_cell is None or self.lr_range is None):
             raise ValueError("kind 'optuna' needs trials_per_cell and lr_range")
+        if self.kind == "optuna" and self.halving is not None:
+            raise ValueError("halving applies to kind 'grid' (an Optuna search chooses its own arms)")
         if self.lr_range and self.lr_range[0] >= self.lr_range[1]:
             raise ValueError(f"lr_range must be [low, high] with low < high, got {list(self.lr_range)}")
         return self
 
 
 class AnalysisConfig(Strict):
+    """What `analyze` fits for this space (analysis/pipeline.py, AnalysisOptions): `laws` kaplan / chinchilla
+    = the joint forms the regimes choose between, transfer = the transfer law, power / rectified = a pure law
+    beside each scratch curve, overtrain = Gadre et al.'s L(C, M); `holdout_largest` = the hold-out check;
+    `bootstrap` replicates and their `seed`."""
+
     laws: list[Literal["chinchilla", "kaplan", "power", "rectified", "overtrain", "transfer"]] = [
-        "power",
         "kaplan",
+        "chinchilla",
         "transfer",
     ]
     bootstrap: NonNegInt = 200
-    holdout_largest: bool = False
+    holdout_largest: bool = True
     seed: NonNegInt = 0
 
 
@@ -306,6 +342,8 @@ class Space(Strict):
                 )
         if self.transfer:
             problems += _check_transfer(self.transfer, self.pretrain)
+            if self.transfer.seeds_by_d_f and self.search.kind == "optuna":
+                problems.append("transfer.seeds_by_d_f: applies to search kind 'grid', not 'optuna'")
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -329,7 +367,7 @@ class Space(Strict):
 
     @property
     def tracking_uri(self) -> str:
-        return self.tracking.uri or f"sqlite:///{(self.storage_dir / 'mlflow.db').resolve()}"
+        return self.tracking.uri or default_uri(self.storage_dir)
 
     @property
     def experiment_name(self) -> str:
@@ -427,12 +465,17 @@ def resolve_size(size: SizeEntry) -> ModelShape:
 # --------------------------------------------------------------------------------------------- loading
 
 
-def load_space(path: str | Path) -> Space:
-    """Read, validate and resolve one search-space file.
+def load_space(path: str | Path, overrides: Sequence[str] = ()) -> Space:
+    """Read, validate and resolve one search-space file, with command-line overrides applied.
+
+    Args:
+        path: The space file.
+        overrides: `dotted.key=value` settings (Hydra / OmegaConf style, the value read as YAML), applied after
+            `pretrain_from` and validated with the rest, e.g. `transfer.lr=[1e-3]`.
 
     Raises:
-        ConfigError: the file is missing, empty, not YAML, or breaks any rule; the message lists every
-            problem, one per line, each with its dotted path.
+        ConfigError: the file is missing, empty, not YAML, an override is malformed, or the result breaks any
+            rule; the message lists every problem, one per line, as `<file>: <dotted.path>: <rule>`.
     """
     path = Path(path)
     raw = _read_yaml(path)
@@ -440,14 +483,63 @@ def load_space(path: str | Path) -> Space:
     base = raw.get("pretrain_from")
     if base is not None:
         raw = _merge_pretrain_from(raw, path, problems)
+    raw = apply_overrides(raw, overrides, problems)
     try:
         space = Space.model_validate(raw)
     except ValidationError as exc:
         problems += format_validation_error(exc)
-        raise ConfigError(_header(path, problems)) from None
+        raise ConfigError(_lines(path, problems)) from None
     if problems:
-        raise ConfigError(_header(path, problems))
+        raise ConfigError(_lines(path, problems))
     return space.model_copy(update={"source": path})
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str], problems: list[str]) -> dict[str, Any]:
+    """A copy of `raw` with each `dotted.key=value` set; malformed overrides are added to `problems`.
+
+    A key names a path of mappings (a number picks a list item). Missing mappings on the way are created and
+    the last key may be new, so that a misspelt key reaches the schema, which names it as an unknown key.
+    """
+    out = copy.deepcopy(raw)
+    for override in overrides:
+        key, sep, text = override.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts):
+            problems.append(
+                f"{override!r}: an override must be KEY=VALUE with a dotted KEY, e.g. transfer.lr=[1e-3]"
+            )
+            continue
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            problems.append(f"{key}: an override's value must be YAML, got {text!r}")
+            continue
+        problem = _set(out, parts, value)
+        if problem:
+            problems.append(f"{key}: {problem}")
+    return out
+
+
+def _set(node: Any, parts: list[str], value: Any) -> str | None:
+    """Set node[parts[0]][parts[1]]... = value; the problem when the path runs into a value that is not a
+    mapping or list."""
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            index: int | str = int(part)
+        elif isinstance(node, dict):
+            index = part
+            if not last and not isinstance(node.get(part), (dict, list)):
+                if part in node and node[part] is not None:
+                    return f"must name a key inside a mapping, but {'.'.join(parts[: depth + 1])} is a value"
+                node[part] = {}
+        else:
+            return f"must name a key inside a mapping, but {'.'.join(parts[:depth]) or parts[0]} is not one"
+        if last:
+            node[index] = value
+            return None
+        node = node[index]
+    return None
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -484,7 +576,7 @@ def _merge_pretrain_from(raw: dict[str, Any], path: Path, problems: list[str]) -
     try:
         base = load_space(path.parent / ref)
     except ConfigError as exc:
-        problems.append(f"pretrain_from: {ref} is not a valid space: {exc}")
+        problems += [f"pretrain_from: {line}" for line in str(exc).splitlines()]
         return raw
     if base.pretrain is None:
         problems.append(f"pretrain_from: {ref} has no pretrain stage")
@@ -498,9 +590,9 @@ def _merge_pretrain_from(raw: dict[str, Any], path: Path, problems: list[str]) -
     return merged
 
 
-def _header(path: Path, problems: list[str]) -> str:
-    noun = "problem" if len(problems) == 1 else "problems"
-    return f"{path}: {len(problems)} {noun}\n" + "\n".join(f"  {p}" for p in problems)
+def _lines(path: Path, problems: list[str]) -> str:
+    """One line per problem, each naming the file: what `sweep_engine.exits` prints as `error:` lines."""
+    return "\n".join(f"{path}: {p}" for p in problems)
 
 
 def format_validation_error(exc: ValidationError) -> list[str]:

@@ -17,7 +17,7 @@ run), 130 interrupted (`sweep-engine resume SPACE`, or the demo again, continues
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -130,15 +130,16 @@ def demo_cmd(
     for line in _pretrain_lines(launched):
         typer.echo(line)
 
+    from sweep_engine.analysis.commands import options_of
     from sweep_engine.analysis.report import analyze
 
     first = spaces[0][1]
     typer.echo("analysing the three sweeps together ...", err=True)
     try:
+        options = options_of(first.analysis)
         summary = analyze(
             [s.results_dir for _, s in spaces],
-            bootstrap=first.analysis.bootstrap if bootstrap is None else bootstrap,
-            seed=first.analysis.seed,
+            options=options if bootstrap is None else replace(options, bootstrap=bootstrap),
         )
     except UserError as exc:
         # No finished transfer runs: the trials' failures (already listed) are the cause when there are any.
@@ -199,8 +200,10 @@ def closing_lines(
         summary: `analyze()`'s JSON summary.
         spaces: the (file, space) pairs that ran.
         storage_overridden: --storage was given, so `sweep-engine ui SPACE` (which reads the file's storage)
-            would open another store; print only the `mlflow ui` line then.
+            would open another store; print only the tracker's own UI command then.
     """
+    from sweep_engine.tracking import ui_hint
+
     head = summary["headline"]
     first_path, first = spaces[0]
     names = ", ".join(s.experiment_name for _, s in spaces)
@@ -214,7 +217,7 @@ def closing_lines(
         f"verdict: {head['verdict']}",
         f"report: {summary['report_html']}",
         f"        {summary['report_md']}",
-        f"runs:   mlflow ui --backend-store-uri {first.tracking_uri}   (experiments {names})",
+        f"runs:   {ui_hint(first.tracking_uri)}   (experiments {names})",
     ]
     if not storage_overridden:
         lines.append(f"        or: sweep-engine ui {first_path}")

@@ -8,9 +8,9 @@ records, and the hardware's, nanoGPT's 6 (N + V d_model) + 12 n_layer context d_
 
 Time per trial, each term stated (`Assumptions`):
 - training: tokens x hardware FLOPs per token / (peak FLOP/s of the GPU type x MFU x GPUs), or the CPU's rate;
-- evaluation: the tokens evaluated (every interval: validation, and the extra sets when evaluated each time;
-  before training: zero-shot sets of fine-tuning runs; at the end: test and the extra sets) at 1/3 of the
-  training FLOPs per token (a forward pass), at the same utilisation;
+- evaluation: the tokens evaluated (every interval: validation; before training: the zero-shot sets of
+  fine-tuning runs; at the end, with the best weights: test and the extra sets) at 1/3 of the training FLOPs
+  per token (a forward pass), at the same utilisation;
 - checkpoints: state.pt (16 bytes per parameter: weights, gradients, AdamW moments) at the space's cadence and
   best/ once, at a write bandwidth (local disk when `checkpoint_local_dir` stages them, else shared storage);
 - compilation: a fixed cost per trial that compiles (torch.compile on a GPU).
@@ -109,10 +109,8 @@ def eval_tokens(trial: TrialSpec, assume: Assumptions = Assumptions()) -> int:
     val, test = d.val_size * per_doc, d.test_size * per_doc
     extra = len(d.extra_val) * val  # an extra set is that corpus's validation split, sized the same
     evals = math.ceil(trial.stopping.token_cap / (_interval(trial)))
-    per_eval = val + (extra if trial.stopping.extra_val_every_eval else 0)
     zero_shot = val + extra if trial.init == "finetune" else 0
-    end = test + (0 if trial.stopping.extra_val_every_eval else extra)
-    return evals * per_eval + zero_shot + end
+    return evals * val + zero_shot + test + extra  # the extra sets once, with the best weights
 
 
 def _interval(trial: TrialSpec) -> int:
@@ -154,7 +152,7 @@ def trial_seconds(
 def make_plan(
     space: Space, measured: dict[str, float] | None = None, assume: Assumptions = Assumptions()
 ) -> Plan:
-    """Cost per stage. `measured` maps shape name to one-thread CPU tokens/s (see `calibrate`)."""
+    """Cost per stage. `measured` maps shape name to one-thread CPU tokens/s (see `training.step.calibrate`)."""
     counts = count_trials(space)
     vocab = vocab_size(space)
     concurrency = space.resources.max_concurrent_trials or 1
@@ -216,17 +214,3 @@ def describe(trials: list[TrialSpec], measured: dict[str, float] | None, assume:
         f"{assume.shared_write_bytes_per_s / 1e9:g} GB/s shared; compile {assume.compile_s:g} s per GPU trial"
     )
     return "; ".join(parts)
-
-
-def calibrate(space: Space, seconds_per_shape: float = 2.0) -> dict[str, float]:
-    """Measure one-thread training tokens/s of every shape in the space with a few real steps."""
-    from sweep_engine.training.step import (
-        measure_throughput,  # torch is imported only when asked to calibrate
-    )
-
-    shapes: dict[str, ModelShape] = {t.model.name: t.model for t in expand(space)}
-    context = space.pretrain.context if space.pretrain else 128
-    return {
-        name: measure_throughput(shape, vocab_size(space), context, seconds=seconds_per_shape)
-        for name, shape in shapes.items()
-    }

@@ -25,15 +25,22 @@ TERMINAL = (FINISHED, FAILED, KILLED)
 
 Stage = Literal["pretrain", "transfer"]
 Init = Literal["scratch", "finetune"]
-StopReason = Literal["overfit", "budget", "diverged", "plateau"]
+# pruned: the sweep stopped a losing LR/schedule arm early (sweep/halving.py); its result is what it had then.
+StopReason = Literal["overfit", "budget", "diverged", "plateau", "pruned"]
 FailureReason = Literal["oom", "diverged", "config", "crash"]
 
 
 CorpusKind = Literal["builtin", "path", "hf"]
 CORPUS_KINDS: tuple[CorpusKind, ...] = ("builtin", "path", "hf")
 # The words trial keys and data caches were first written with; they keep them, so that renaming the kinds to
-# the space file's words (`builtin`, `path`, `hf`) moved no key and rebuilt no cache.
-CORPUS_KIND_IN_KEYS = {"builtin": "bible", "path": "text", "hf": "hf"}
+# the space file's words (`builtin`, `path`, `hf`) moved no key and rebuilt no cache. A kind added later is
+# written as itself.
+CORPUS_KIND_IN_KEYS = {"builtin": "bible", "path": "text"}
+
+
+def kind_in_keys(kind: str) -> str:
+    """How a corpus kind is written in trial keys and cache names."""
+    return CORPUS_KIND_IN_KEYS.get(kind, kind)
 
 
 @dataclass(frozen=True)
@@ -118,9 +125,6 @@ class StoppingSpec:
     # Pre-training (D_F unknown until the corpus is read): evaluate at least every this many epochs of the
     # training sequence, resolved by the loop. Transfer trials fold their epochs into eval_interval_tokens.
     eval_interval_epochs: float | None = None
-    # False: extra validation sets (forgetting) are evaluated before training and once at the end with the best
-    # step's weights, not at every evaluation (their loss is only reported at the best step).
-    extra_val_every_eval: bool = True
 
 
 @dataclass(frozen=True)
@@ -263,7 +267,7 @@ def key_dict(obj: Any) -> Any:
                 continue
             out[f.name] = key_dict(value)
         if isinstance(obj, CorpusSpec):
-            out["kind"] = CORPUS_KIND_IN_KEYS[obj.kind]
+            out["kind"] = kind_in_keys(obj.kind)
         return out
     if isinstance(obj, (list, tuple)):
         return [key_dict(v) for v in obj]
@@ -429,6 +433,18 @@ class TrialResult:
 
 
 RESULT_FILE = "result.json"  # in a trial's workdir: present = the trial finished
+PRUNE_FILE = "PRUNE"  # in a running trial's workdir: the sweep asks it to stop after its next evaluation
+
+
+def request_prune(workdir: str | Path, why: str) -> None:
+    """Ask a running trial to stop as `pruned` (the training loop reads this after each evaluation)."""
+    path = Path(workdir)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / PRUNE_FILE).write_text(why + "\n")
+
+
+def prune_requested(workdir: str | Path) -> bool:
+    return (Path(workdir) / PRUNE_FILE).exists()
 
 
 def read_result(workdir: str | Path) -> TrialResult | None:

@@ -1,5 +1,9 @@
 """Experiment tracking: one parent run per sweep stage, one child run per trial (the only module importing mlflow).
 
+Everything that knows the tracker is here: the default store of a space (`default_uri`), the runs and their
+names, the report logged beside them (`log_report`) and the UI (`serve_ui`, `ui_hint`). Another tracker is
+another class with the `Tracker` interface and another branch of `open_tracker`.
+
 The sweep driver is the single writer of every run (trial processes never talk to MLflow), so a SQLite store never
 sees two writers from one sweep; calls still retry on "database is locked" for two sweeps sharing one store.
 A run is found again by its tags (`trial_key`, or `sweep_key` + `stage` for a parent), never created twice, so a
@@ -9,6 +13,8 @@ relaunch continues the same runs. `InMemoryTracker` has the same interface for u
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -24,6 +30,15 @@ TRIAL = "trial"  # tag run_kind of a trial's run
 T = TypeVar("T")
 
 
+def default_uri(storage_dir: Path) -> str:
+    """The store of a space that names none: a SQLite file beside its results (`<storage>/mlflow.db`)."""
+    return f"sqlite:///{(Path(storage_dir) / 'mlflow.db').resolve()}"
+
+
+def _local_file(uri: str) -> Path | None:
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
 @dataclass
 class RunRecord:
     """What the driver needs to know about one run."""
@@ -32,6 +47,7 @@ class RunRecord:
     status: str
     tags: dict[str, str] = field(default_factory=dict)
     params: dict[str, str] = field(default_factory=dict)
+    name: str = ""
 
 
 class Tracker(Protocol):
@@ -42,9 +58,15 @@ class Tracker(Protocol):
         ...
 
     def trial_run(
-        self, parent_id: str, trial_key: str, params: Mapping[str, str], tags: Mapping[str, str]
+        self,
+        parent_id: str,
+        trial_key: str,
+        params: Mapping[str, str],
+        tags: Mapping[str, str],
+        name: str | None = None,
     ) -> str:
-        """The trial's run under `parent_id` (created once, found again by trial_key), set RUNNING."""
+        """The trial's run under `parent_id` (created once, named `name`, found again by trial_key), set
+        RUNNING."""
         ...
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None: ...
@@ -107,9 +129,9 @@ class InMemoryTracker:
                 return run.record
         return None
 
-    def _create(self, tags: Mapping[str, str], params: Mapping[str, str]) -> str:
+    def _create(self, tags: Mapping[str, str], params: Mapping[str, str], name: str = "") -> str:
         run_id = uuid.uuid4().hex
-        self._runs[run_id] = _MemRun(RunRecord(run_id, RUNNING, dict(tags), dict(params)))
+        self._runs[run_id] = _MemRun(RunRecord(run_id, RUNNING, dict(tags), dict(params), name or run_id))
         return run_id
 
     def parent_run(self, stage: str, sweep_key: str, tags: Mapping[str, str]) -> str:
@@ -121,12 +143,17 @@ class InMemoryTracker:
         return found.run_id
 
     def trial_run(
-        self, parent_id: str, trial_key: str, params: Mapping[str, str], tags: Mapping[str, str]
+        self,
+        parent_id: str,
+        trial_key: str,
+        params: Mapping[str, str],
+        tags: Mapping[str, str],
+        name: str | None = None,
     ) -> str:
         found = self._find(run_kind=TRIAL, trial_key=trial_key)
         all_tags = {**tags, "run_kind": TRIAL, "trial_key": trial_key, "mlflow.parentRunId": parent_id}
         if found is None:
-            return self._create(all_tags, params)
+            return self._create(all_tags, params, name or trial_key)
         found.status = RUNNING
         found.tags.update(all_tags)
         return found.run_id
@@ -236,16 +263,23 @@ class MlflowTracker:
         return str(run.info.run_id)
 
     def trial_run(
-        self, parent_id: str, trial_key: str, params: Mapping[str, str], tags: Mapping[str, str]
+        self,
+        parent_id: str,
+        trial_key: str,
+        params: Mapping[str, str],
+        tags: Mapping[str, str],
+        name: str | None = None,
     ) -> str:
         from mlflow.entities import Param
 
         found = self._search(f"tags.run_kind = '{TRIAL}' and tags.trial_key = '{trial_key}'")
         all_tags = {**tags, "run_kind": TRIAL, "trial_key": trial_key, "mlflow.parentRunId": parent_id}
-        name = all_tags.pop("mlflow.runName", trial_key)
         if found:
             return self._reopen(found[0], all_tags)
-        run = _retry_locked(lambda: self.client.create_run(self.experiment_id, tags=all_tags, run_name=name))
+        run_name = name or trial_key
+        run = _retry_locked(
+            lambda: self.client.create_run(self.experiment_id, tags=all_tags, run_name=run_name)
+        )
         run_id: str = run.info.run_id
         items = [Param(k, v[:6000]) for k, v in params.items()]
         for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
@@ -274,7 +308,8 @@ class MlflowTracker:
     def runs(self, kind: str | None = None) -> list[RunRecord]:
         found = self._search(f"tags.run_kind = '{kind}'" if kind else "")
         return [
-            RunRecord(r.info.run_id, r.info.status, dict(r.data.tags), dict(r.data.params)) for r in found
+            RunRecord(r.info.run_id, r.info.status, dict(r.data.tags), dict(r.data.params), r.info.run_name)
+            for r in found
         ]
 
     def logged_steps(self, run_id: str, metric: str) -> set[int]:
@@ -299,9 +334,15 @@ def open_tracker(uri: str, experiment: str) -> MlflowTracker:
     return MlflowTracker(uri, experiment)
 
 
+def store_exists(uri: str) -> bool:
+    """False only for a local store file not created yet (a server or database is assumed to be there)."""
+    path = _local_file(uri)
+    return path is None or path.exists()
+
+
 def existing_tracker(uri: str, experiment: str) -> MlflowTracker | None:
     """The tracker when its store and experiment exist already (read-only callers must not create a store)."""
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+    if not store_exists(uri):
         return None
     try:
         return MlflowTracker(uri, experiment, create=False)
@@ -324,3 +365,54 @@ def log_report(uri: str, experiment: str, report_dir: Path) -> list[str]:
 def terminal(statuses: Iterable[str]) -> bool:
     """True when no status is RUNNING (or SCHEDULED)."""
     return all(s in TERMINAL for s in statuses)
+
+
+# ------------------------------------------------------------------------------------------------- the UI
+
+
+def serves_own_ui(uri: str) -> bool:
+    """A tracking server (e.g. the head node's, cluster.yaml) serves its own UI at its URI."""
+    return not uri.startswith(("sqlite:", "file:", "/", "postgresql", "mysql"))
+
+
+def ui_command(uri: str, host: str, port: int, workers: int) -> list[str]:
+    """The command that serves the MLflow UI on a store."""
+    return [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
+
+
+def ui_hint(uri: str) -> str:
+    """A command line that opens the runs of a store (printed at the end of the demo)."""
+    return f"mlflow ui --backend-store-uri {uri}"
+
+
+def serve_ui(uri: str, experiment: str, *, host: str, port: int, workers: int) -> int:
+    """Serve the UI on a sweep's store until Ctrl-C; print its URL (at the sweep's experiment) first.
+
+    Returns:
+        The server's exit code (0 after Ctrl-C).
+    """
+    tracker = existing_tracker(uri, experiment)
+    url = f"http://{host}:{port}"
+    if tracker is not None:
+        url += f"/#/experiments/{tracker.experiment_id}"
+    proc = subprocess.Popen(ui_command(uri, host, port, workers))
+    print(f"MLflow UI: {url}  (store {uri}; Ctrl-C stops it)", flush=True)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        proc.wait(timeout=10)
+        return 0

@@ -82,3 +82,86 @@ def test_console_script_starts_no_ray(tmp_path: Path) -> None:
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path, env={**os.environ})
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------------ conventions
+
+
+def test_version() -> None:
+    from sweep_engine import __version__
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout == f"sweep-engine {__version__}\n"
+
+
+def test_shell_completion_completes_commands_and_options() -> None:
+    script = runner.invoke(app, ["--show-completion", "bash"], prog_name="sweep-engine")
+    assert (
+        script.exit_code == 0
+        and "complete -o default -F _sweep_engine_completion sweep-engine" in script.stdout
+    )
+
+    def complete(words: str) -> list[str]:
+        env = {
+            "_SWEEP_ENGINE_COMPLETE": "complete_bash",
+            "COMP_WORDS": words,
+            "COMP_CWORD": str(words.count(" ")),
+        }
+        return runner.invoke(app, [], prog_name="sweep-engine", env=env).stdout.split()
+
+    assert complete("sweep-engine la") == ["launch"]
+    assert complete("sweep-engine launch s.yaml --dr") == ["--dry-run"]
+
+
+def test_overrides_are_validated_like_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(minimal()))
+    ok = runner.invoke(app, ["validate", str(path), "transfer.lr=[1e-3, 3e-3]", "transfer.init=[scratch]"])
+    assert ok.exit_code == 0 and "transfer=4" in ok.stdout  # 1 language x 2 D_F x 1 init x 2 LRs
+    plan = runner.invoke(app, ["plan", str(path), "transfer.d_f=[1000]", "pretrain.sizes=[xs, s]", "--json"])
+    assert [s["trials"] for s in json.loads(plan.stdout)["stages"]] == [2, 4]
+    for override, message in [
+        ("transfer.lr=[-1]", "transfer.lr[0]: must be positive, got -1"),
+        ("transfer.lrr=[0.1]", "transfer.lrr: unknown key"),
+        (
+            "resources.max_concurrent_trials=0",
+            "resources.max_concurrent_trials: must be a positive integer, got 0",
+        ),
+        ("transfer.d_f=[1000, 1000]", "transfer.d_f: values must be unique, got duplicates [1000]"),
+        ("name.first=x", "name.first: must name a key inside a mapping, but name is a value"),
+        ("transfer.lr", "'transfer.lr': an override must be KEY=VALUE"),
+        ("transfer.lr=[1e-3", "transfer.lr: an override's value must be YAML"),
+    ]:
+        bad = runner.invoke(app, ["launch", str(path), override])
+        assert bad.exit_code == 2, (override, bad.output)
+        assert bad.stderr.startswith(f"error: {path}: {message}"), bad.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["space.yaml"]
+
+
+def test_one_error_format_from_every_command(tmp_path: Path) -> None:
+    """A bad space reads the same from every command that takes one: one `error:` line per problem, exit 2."""
+    data = minimal()
+    data["transfer"]["d_f"] = [-5]
+    data["resources"] = {"cpus_per_trial": 0}
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(data))
+    expected = (
+        f"error: {path}: transfer.d_f[0]: must be a positive integer, got -5\n"
+        f"error: {path}: resources.cpus_per_trial: must be positive, got 0\n"
+    )
+    commands = [
+        ["validate"],
+        ["plan"],
+        ["launch"],
+        ["resume"],
+        ["status"],
+        ["ui"],
+        ["data", "prepare"],
+        ["analyze"],
+    ]
+    for command in commands:
+        result = runner.invoke(app, [*command, str(path)])
+        assert (result.exit_code, sorted(result.stderr.splitlines())) == (2, sorted(expected.splitlines())), (
+            command
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["space.yaml"]

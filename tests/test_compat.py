@@ -19,7 +19,7 @@ import pytest
 from sweep_engine.config import Space, load_space
 from sweep_engine.ledger import read_ledger
 from sweep_engine.space import expand
-from sweep_engine.spec import FINISHED, KILLED
+from sweep_engine.spec import FINISHED, KILLED, TrialSpec
 from sweep_engine.sweep.driver import SweepDriver
 from sweep_engine.sweep.jobs import InlineExecutor, SweepPaths
 from sweep_engine.tracking import TRIAL, MlflowTracker
@@ -52,6 +52,9 @@ def test_todays_code_computes_the_keys_it_wrote(old_sweep: Space) -> None:
     assert [t.key() for t in expand(old_sweep)] == OLD
     ledger = read_ledger(old_sweep.results_dir / "trials.parquet")
     assert sorted(ledger.trial_key) == sorted(OLD[:-1])  # the interrupted trial has no row yet
+    # The specs it recorded (corpus kinds in their old words) read back as the same trials.
+    for key, spec in zip(ledger.trial_key, ledger.spec, strict=True):
+        assert TrialSpec.from_dict(json.loads(spec)).key() == key
 
 
 def test_relaunch_finds_every_result_checkpoint_and_run(old_sweep: Space) -> None:
@@ -87,3 +90,14 @@ def test_finetuning_from_an_old_best_keeps_its_embeddings(old_sweep: Space, tmp_
     shutil.copy(old_best / "trial_spec.json", best / "trial_spec.json")
     _, notes = load_pretrained(best, pre.model, 512, finetune.context, finetune.data.tokenizer)
     assert notes == []
+
+
+def test_data_caches_keep_their_names() -> None:
+    """Cache names hash the corpus fingerprint, which keeps the corpus kinds' first words (2c1c91b's values)."""
+    from sweep_engine.data.corpora import fingerprint
+    from sweep_engine.data.tokenizer import tokenizer_key
+    from sweep_engine.spec import CorpusSpec, TokenizerSpec, content_hash
+
+    bible = CorpusSpec("builtin", "en", ("web",), "nt")
+    assert tokenizer_key(TokenizerSpec(kind="bpe", vocab_size=512, corpus=bible)) == "0df82e74776b"
+    assert content_hash(fingerprint(CorpusSpec("hf", "de", name="x/y", config="c"))) == "2e37846247fd"

@@ -81,7 +81,8 @@ def test_every_error_is_reported_at_once(tmp_path: Path) -> None:
     data["pretrain"]["context"] = "long"
     data["resources"] = {"cpus_per_trial": -1}
     message = errors_of(tmp_path, data)
-    assert "3 problems" in message
+    lines = message.splitlines()  # one line per problem, each naming the file
+    assert len(lines) == 3 and all(line.startswith(f"{tmp_path / 'space.yaml'}: ") for line in lines)
     assert "transfer.lr[0]: must be positive, got 0.0" in message
     assert "pretrain.context: must be an integer, got 'long'" in message
     assert "resources.cpus_per_trial: must be positive, got -1" in message
@@ -197,7 +198,7 @@ def test_pretrain_from_errors(tmp_path: Path) -> None:
     assert "pretrain_from: cannot be given together with pretrain" in message
     del child["pretrain"]
     message = errors_of(tmp_path, child)
-    assert "pretrain_from: missing.yaml is not a valid space" in message and "file not found" in message
+    assert f"space.yaml: pretrain_from: {tmp_path / 'missing.yaml'}: file not found" in message
 
 
 def test_a_revision_pins_a_hugging_face_dataset_only(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from sweep_engine.config import load_space
-from sweep_engine.plan import Assumptions, calibrate, make_plan
+from sweep_engine.plan import Assumptions, make_plan
 from sweep_engine.shapes import SIZES, non_embedding_params
 from sweep_engine.space import count_trials, expand
 from tests.test_config import minimal, write
@@ -68,6 +68,8 @@ def test_measured_throughput_changes_estimate() -> None:
 @pytest.mark.slow
 def test_calibrate_measures_each_shape(tmp_path: Path) -> None:
     """--calibrate runs real training steps of each size here and feeds their tokens/s to the estimate."""
+    from sweep_engine.training.step import calibrate
+
     space = load_space(write(tmp_path, minimal()))
     measured = calibrate(space, seconds_per_shape=0.3)
     assert set(measured) == {"xs"} and measured["xs"] > 100

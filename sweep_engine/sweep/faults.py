@@ -1,8 +1,8 @@
 """Why a trial failed, and the fault-injection test hook (no Ray, no torch: importable anywhere).
 
-Failure reasons (ARCHITECTURE.md): `config` (a UserError: bad spec, unreadable data), `oom`, `diverged` and
-`crash` (anything else). Only `crash` is retried, because a lost worker or node, or a flaky filesystem, may not
-happen again; the other three would fail the same way on every attempt.
+Failure reasons (docs/cluster.md, "Design choices"): `config` (a UserError: bad spec, unreadable data), `oom`,
+`diverged` and `crash` (anything else). Only `crash` is retried, because a lost worker or node, or a flaky
+filesystem, may not happen again; the other three would fail the same way on every attempt.
 
 Test hook: the environment variable SWEEP_ENGINE_FAULTS, read by the launcher and handed to every trial, makes
 chosen trials fail on purpose at their first evaluation report. Entries are separated by commas, each

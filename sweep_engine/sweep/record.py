@@ -71,7 +71,8 @@ class Recorder:
         if spec.stage not in self.parents:
             self.open_stage(spec.stage, {})
         tags = {**trial_tags(spec, self.sweep_key), **(info or {})}
-        run_id = self.tracker.trial_run(self.parents[spec.stage], key, flatten(spec.to_dict()), tags)
+        parent = self.parents[spec.stage]
+        run_id = self.tracker.trial_run(parent, key, flatten(spec.to_dict()), tags, name=run_name(spec))
         self.run_ids[key] = run_id
         # A relaunch continues the curve MLflow has (a run is reused, never duplicated).
         self.logged[key] = self.tracker.logged_steps(run_id, "val_loss") if key in self.known else set()
@@ -155,12 +156,16 @@ def trial_tags(spec: TrialSpec, sweep_key: str) -> dict[str, str]:
         "lr": f"{spec.lr:g}",
         "schedule": spec.schedule.kind,
         "seed": str(spec.seed),
-        "mlflow.runName": f"{spec.stage}-{spec.language}-{spec.init}-{spec.model.name}-{spec.key()}",
     }
 
 
+def run_name(spec: TrialSpec) -> str:
+    """What a trial's run is called in the tracker's UI: its axes, then its key."""
+    return f"{spec.stage}-{spec.language}-{spec.init}-{spec.model.name}-{spec.key()}"
+
+
 def final_metrics(result: TrialResult) -> dict[str, float]:
-    """The scalar quantities of a finished run (SCIENCE.md 'Quantities')."""
+    """The scalar quantities of a finished run (its ledger columns, docs/ledger.md)."""
     out: dict[str, float] = {
         k: float(v)
         for k, v in dataclasses.asdict(result).items()

@@ -35,7 +35,16 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from sweep_engine.data.batches import BatchSource
 from sweep_engine.errors import ConfigError, DataError
 from sweep_engine.hardware import mfu
-from sweep_engine.spec import DocIndex, EvalPoint, Reporter, StoppingSpec, TrialData, TrialResult, TrialSpec
+from sweep_engine.spec import (
+    DocIndex,
+    EvalPoint,
+    Reporter,
+    StoppingSpec,
+    TrialData,
+    TrialResult,
+    TrialSpec,
+    prune_requested,
+)
 from sweep_engine.training import checkpoint as ckpt
 from sweep_engine.training.checkpoint import load_result
 from sweep_engine.training.devices import DeviceFn, device_peak_flops, select_device
@@ -311,10 +320,13 @@ def run_trial(
         tokens = progress.step * spec.batch_tokens
         t_eval = time.perf_counter()
         val_loss, val_by_doc = evaluate_by_doc(data.val, data.val_docs)
-        extra = evaluate_extra() if stop.extra_val_every_eval else {}
         progress.eval_s += time.perf_counter() - t_eval
-        point = EvalPoint(tokens, progress.step, val_loss, train_loss, lr, extra)
+        # The extra sets (English after fine-tuning: forgetting) are scored once, with the best weights, at the
+        # end: the best step is all that is reported, and evaluating them at every step doubled small runs' cost.
+        point = EvalPoint(tokens, progress.step, val_loss, train_loss, lr)
         new_best = record_eval(progress, point, stop, at_cap=progress.step >= max_steps)
+        if progress.stop_reason is None and _prune_requested(workdir, master, ddp, device):
+            progress.stop_reason = "pruned"  # the sweep stopped this losing arm (sweep/halving.py)
         if new_best:
             best_weights = {k: v.detach().to("cpu", copy=True) for k, v in lm.state_dict().items()}
             progress.best_val_doc_loss = val_by_doc.tolist() if val_by_doc is not None else []
@@ -346,7 +358,9 @@ def run_trial(
             "tokens_per_s": interval_tokens_per_s,
             "eval_s": progress.eval_s,
             "train_s": progress.train_s,
-            **{f"extra_val_loss_{name}": loss for name, loss in point.extra_val_loss.items()},
+            "evals": len(
+                progress.curve
+            ),  # the same tokens for every arm of a cell: halving compares at these
         }
         if peak is not None:
             metrics["mfu"] = mfu(interval_tokens_per_s, shape, data.vocab_size, spec.context, peak, world)
@@ -359,7 +373,7 @@ def run_trial(
     if writer is not None:
         writer.wait()  # the last state is in place before the result removes it
 
-    # ---- the best step's weights: the test split, the extra sets (if not evaluated at every step), best/ -------
+    # ---- the best step's weights: the test split, the extra sets, best/ ----------------------------------------
     test_loss: float | None = None
     doc_losses: dict[str, dict[str, list[object]]] = {}
     if data.val_docs is not None and progress.best_val_doc_loss:
@@ -367,8 +381,7 @@ def run_trial(
     if best_weights is not None:
         lm.load_state_dict(best_weights)
         t_eval = time.perf_counter()
-        if not stop.extra_val_every_eval:
-            progress.best_extra_val_loss = evaluate_extra()
+        progress.best_extra_val_loss = evaluate_extra()
         if data.test is not None:
             test_loss, test_by_doc = evaluate_by_doc(data.test, data.test_docs)
             if data.test_docs is not None and test_by_doc is not None:
@@ -417,3 +430,14 @@ def run_trial(
         ckpt.write_result(workdir, result)
     log.info("trial %s stopped (%s) at step %d", spec.key(), result.stop_reason, progress.step)
     return result
+
+
+def _prune_requested(workdir: Path, master: bool, ddp: bool, device: torch.device) -> bool:
+    """Whether the sweep asked this run to stop; rank 0 reads the file and tells the others, so that every
+    rank stops at the same evaluation (a rank that saw the file a moment later would wait in a collective)."""
+    asked = prune_requested(workdir) if master else False
+    if ddp:
+        flag = torch.tensor([1.0 if asked else 0.0], device=device)
+        dist.broadcast(flag, src=0)
+        asked = bool(flag.item())
+    return asked

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,9 @@ from torch.utils.checkpoint import checkpoint
 from sweep_engine.errors import ConfigError
 from sweep_engine.spec import ModelShape, TrialSpec
 from sweep_engine.training.model import build_model, resolve_shape
+
+if TYPE_CHECKING:
+    from sweep_engine.config import Space
 
 BETAS = (0.9, 0.95)  # beta2 0.95 (GPT-3, Kaplan) rides out loss spikes better than 0.999 with short warm-ups
 GRAD_CLIP = 1.0  # max global gradient norm
@@ -171,3 +175,17 @@ def measure_throughput(
         return steps * windows.shape[0] * context / (time.perf_counter() - start)
     finally:
         torch.set_num_threads(previous)
+
+
+def calibrate(space: Space, seconds_per_shape: float = 2.0) -> dict[str, float]:
+    """Measure one-thread training tokens/s of every shape in the space with a few real steps (`plan
+    --calibrate`; plan.make_plan turns them into wall time)."""
+    from sweep_engine.plan import vocab_size
+    from sweep_engine.space import expand
+
+    shapes: dict[str, ModelShape] = {t.model.name: t.model for t in expand(space)}
+    context = space.pretrain.context if space.pretrain else 128
+    return {
+        name: measure_throughput(shape, vocab_size(space), context, seconds=seconds_per_shape)
+        for name, shape in shapes.items()
+    }

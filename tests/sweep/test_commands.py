@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -23,7 +24,7 @@ from sweep_engine.space import expand, transfer_trials
 from sweep_engine.spec import FINISHED, RUNNING
 from sweep_engine.sweep.driver import SweepDriver
 from sweep_engine.sweep.jobs import InlineExecutor, SweepPaths
-from sweep_engine.tracking import TRIAL, MlflowTracker
+from sweep_engine.tracking import TRIAL, MlflowTracker, ui_command
 from tests.tiny_sweep import fake_run, mlflow_template, shared_cache, space_dict, write_space
 
 runner = CliRunner()
@@ -96,6 +97,62 @@ def test_status_counts_done_failed_running_and_resumable(
     table = runner.invoke(app, ["status", str(tmp_path / "s.yaml")])
     assert table.exit_code == 0 and "transfer" in table.output and "resumable" in table.output
 
+    per_trial = runner.invoke(app, ["status", str(tmp_path / "s.yaml"), "--json", "--trials"])
+    trials = {t["key"]: t for t in json.loads(per_trial.output)["trials"]}
+    assert list(trials) == [s.key() for s in expand(space)]
+    assert Counter(t["state"] for t in trials.values()) == {
+        "done": 6,
+        "failed": 1,
+        "running": 1,
+        "resumable": 1,
+    }
+    assert trials[left[0].key()]["state"] == "resumable" and trials[left[1].key()]["state"] == "running"
+    failed = next(t for t in trials.values() if t["state"] == "failed")
+    assert (failed["language"], failed["init"], failed["d_f"], failed["stop_reason"]) == (
+        "es",
+        "scratch",
+        1000,
+        "config",
+    )
+    done = next(t for t in trials.values() if t["stage"] == "pretrain")
+    assert done["state"] == "done" and done["stop_reason"] == "budget" and done["best_val_loss"] > 0
+    shown = runner.invoke(app, ["status", str(tmp_path / "s.yaml"), "--trials"]).output
+    assert all(key in shown for key in trials) and "resumable" in shown and "config" in shown
+
+    # launch --dry-run says what a relaunch would do with each of them, and does nothing.
+    before = {p: p.stat().st_mtime_ns for p in files_under(tmp_path / "results")}
+    dry = runner.invoke(app, ["launch", str(tmp_path / "s.yaml"), "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert "pretrain: 1 reuse" in dry.output and "transfer: 1 run, 1 resume, 5 reuse, 1 skip" in dry.output
+    rows = {
+        line.split()[2]: line.split()[0]
+        for line in dry.output.splitlines()
+        if line.split()[1:2] in (["pretrain"], ["transfer"])
+    }
+    assert rows[left[0].key()] == "resume" and rows[left[1].key()] == "run" and rows[failed["key"]] == "skip"
+    retry = runner.invoke(app, ["resume", str(tmp_path / "s.yaml"), "--dry-run", "--retry-failed"])
+    assert "transfer: 1 run, 1 resume, 1 retry, 5 reuse" in retry.output
+    assert {p: p.stat().st_mtime_ns for p in files_under(tmp_path / "results")} == before
+
+
+def test_dry_run_with_overrides_starts_no_ray_and_writes_nothing(tmp_path: Path) -> None:
+    write_space(tmp_path / "s.yaml", space_dict(tmp_path / "results"))
+    code = (
+        "import sys; from sweep_engine.cli import app\n"
+        "sys.argv = ['sweep-engine', 'launch', 's.yaml', 'transfer.lr=[1e-3, 3e-3]', 'transfer.d_f=[1000]',\n"
+        "            '--dry-run']\n"
+        "try:\n    app()\nexcept SystemExit as e:\n    assert e.code in (0, None), e.code\n"
+        "heavy = [m for m in ('ray', 'mlflow', 'torch') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
+    # 2 languages x 1 D_F x 2 inits x 2 LRs, as the overrides say, none of them started before
+    assert "pretrain: 1 run" in out.stdout and "transfer: 8 run" in out.stdout
+    assert "1e-03" not in out.stdout and out.stdout.count(" 0.001 ") == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.yaml"]
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -111,6 +168,8 @@ def test_ui_serves_the_sweeps_store(tmp_path: Path, tmp_path_factory: pytest.Tem
     MlflowTracker(space.tracking_uri, space.experiment_name)
     port = _free_port()
     cmd = [sys.executable, "-m", "sweep_engine.cli", "ui", str(tmp_path / "s.yaml"), "--port", str(port)]
+    cmd += ["--workers", "2"]  # handed to the server (tracking.ui_command)
+    assert ui_command(space.tracking_uri, "127.0.0.1", port, 2)[-2:] == ["--workers", "2"]
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True
     )

@@ -31,6 +31,7 @@ from sweep_engine.spec import (
     TrialData,
     TrialResult,
     TrialSpec,
+    request_prune,
 )
 from sweep_engine.training.evaluate import eval_loss
 from sweep_engine.training.loop import batch_geometry, load_result, measure_throughput, run_trial
@@ -131,7 +132,7 @@ def test_budget_run_records_everything(tmp_path: Path) -> None:
     assert result.best_val_loss == min(p.val_loss for p in result.curve)
     best_point = next(p for p in result.curve if p.val_loss == result.best_val_loss)
     assert result.tokens_at_best == best_point.tokens
-    assert result.best_extra_val_loss == best_point.extra_val_loss and "en" in result.best_extra_val_loss
+    assert set(result.best_extra_val_loss) == {"en"}  # scored once at the end, with the best step's weights
     assert result.zero_shot_loss is None and result.tokens_per_s > 0 and result.wall_s > 0
     # the reporter saw every evaluation, with the state just written (none at the last: the result follows)
     assert len(reporter.reports) == len(result.curve)
@@ -146,7 +147,7 @@ def test_budget_run_records_everything(tmp_path: Path) -> None:
         "tokens_per_s",
         "eval_s",
         "train_s",
-        "extra_val_loss_en",
+        "evals",
     }
     assert set(reporter.reports[-1]) == keys
     # where the time went: training, evaluation, checkpoints; no MFU on a CPU (no peak to compare with)
@@ -158,6 +159,9 @@ def test_budget_run_records_everything(tmp_path: Path) -> None:
     best = GPT2LMHeadModel.from_pretrained(tmp_path / "best")
     assert eval_loss(best, make_data().val, CTX, torch.device("cpu")) == pytest.approx(
         result.best_val_loss, abs=1e-6
+    )
+    assert eval_loss(best, make_data().extra_val["en"], CTX, torch.device("cpu")) == pytest.approx(
+        result.best_extra_val_loss["en"], abs=1e-6
     )
 
 
@@ -176,6 +180,13 @@ def test_test_split_and_per_document_losses_come_from_the_best_step(tmp_path: Pa
     assert sum(val["loss"]) / sum(val["tokens"]) == pytest.approx(result.best_val_loss, abs=1e-6)
     assert sum(test["loss"]) / sum(test["tokens"]) == pytest.approx(result.test_loss, abs=1e-6)
     assert load_result(tmp_path) == result  # result.json carries them
+
+
+def test_a_prune_request_stops_the_run_after_its_next_evaluation(tmp_path: Path) -> None:
+    request_prune(tmp_path, "a losing arm")
+    result = run_trial(make_spec(), ListReporter(), workdir=tmp_path, data=make_data())
+    assert result.stop_reason == "pruned" and len(result.curve) == 1
+    assert load_result(tmp_path) == result and not (tmp_path / "PRUNE").exists()
 
 
 def test_tiny_training_set_overfits(tmp_path: Path) -> None:
@@ -487,17 +498,6 @@ def test_pre_training_evaluates_every_so_many_epochs_of_its_corpus(tmp_path: Pat
                      stopping=stopping(eval_interval_tokens=8192, eval_interval_epochs=0.5, token_cap=8192))  # fmt: skip
     result = run_trial(spec, ListReporter(), workdir=tmp_path, data=make_data(d_f=4000))
     assert [p.step for p in result.curve] == [7, 14, 21, 28, 32]  # and one at the cap
-
-
-def test_extra_sets_evaluated_only_with_the_best_weights(tmp_path: Path) -> None:
-    spec = make_spec(lr=1e-2, stopping=stopping(token_cap=100_000, eval_interval_tokens=1024,
-                                                extra_val_every_eval=False))  # fmt: skip
-    data = make_data(d_f=600)
-    result = run_trial(spec, ListReporter(), workdir=tmp_path, data=data)
-    assert all(p.extra_val_loss == {} for p in result.curve)
-    best = GPT2LMHeadModel.from_pretrained(tmp_path / "best")
-    expected = eval_loss(best, data.extra_val["en"], CTX, torch.device("cpu"))
-    assert result.best_extra_val_loss == {"en": pytest.approx(expected, abs=1e-6)}
 
 
 def test_recorded_id_ranges_are_trusted_instead_of_a_scan(tmp_path: Path) -> None:
