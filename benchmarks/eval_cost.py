@@ -7,6 +7,7 @@ is made of, on the real code paths (training/step.py's train_step, training/eval
 - seconds per trained token: `--train-windows` windows of 1024 tokens per step (a scaled-down batch);
 - seconds per evaluated token: the evaluation batch memory.eval_windows picks for this CPU (and, for contrast,
   one window per forward, as before evaluation was batched);
+  interleaved round by round, so that both see the same load on a shared machine;
 
 then applies them to the token counts of the paper spaces' settings (search_spaces/paper/*.yaml): the tokens a
 124M trial trains until the stop `validate` expects (its overfitting point, then `patience` evaluations;
@@ -15,8 +16,8 @@ interval, zero-shot sets of fine-tuned runs, the test split and the extra sets o
 weights). `--loop` also runs run_trial itself on a scaled-down 124M trial and prints its recorded eval_s /
 train_s next to the ratio the per-token rates predict for it.
 
-    .venv/bin/python benchmarks/eval_cost.py            # ~5 minutes on a 2-core machine
-    .venv/bin/python benchmarks/eval_cost.py --loop     # + one scaled-down run_trial (~5 minutes more)
+    .venv/bin/python benchmarks/eval_cost.py            # ~10 minutes on a 2-core machine
+    .venv/bin/python benchmarks/eval_cost.py --loop     # + one scaled-down run_trial (~10 minutes more)
 """
 
 from __future__ import annotations
@@ -45,32 +46,32 @@ VOCAB, CONTEXT = 50257, 1024
 SHAPE = SIZES["124M"]
 
 
-def seconds_per_train_token(windows: int, steps: int) -> float:
-    """Median seconds per token of `steps` training steps of `windows` windows (after one warm-up step)."""
+def measure(
+    train_windows: int, eval_windows_n: int, batch_windows: int, rounds: int
+) -> dict[str, list[float]]:
+    """Seconds per token of training and of evaluation, interleaved: each round times one training step of
+    `train_windows` windows, one evaluation of `eval_windows_n` windows in batches of `batch_windows`, and one
+    with one window per forward, so that all three see the same load on a shared machine."""
     torch.manual_seed(0)
     lm = build_model(SHAPE, VOCAB, CONTEXT)
     model, optimizer = NextTokenLoss(lm), build_optimizer(lm, 1e-4, 0.1, torch.device("cpu"))
-    batch = torch.randint(0, VOCAB, (windows, CONTEXT + 1))
-    train_step(model, optimizer, batch, 1e-4)
-    times = []
-    for _ in range(steps):
+    batch = torch.randint(0, VOCAB, (train_windows, CONTEXT + 1))
+    tokens = np.random.default_rng(0).integers(0, VOCAB, eval_windows_n * CONTEXT + 1).astype(np.uint16)
+    cpu = torch.device("cpu")
+    train_step(model, optimizer, batch, 1e-4)  # warm-up: allocations, thread pools
+    eval_loss(lm, tokens[: batch_windows * CONTEXT + 1], CONTEXT, cpu, batch_windows=batch_windows)
+    out: dict[str, list[float]] = {"train": [], "eval": [], "eval_1": []}
+    for _ in range(rounds):
         start = time.perf_counter()
         train_step(model, optimizer, batch, 1e-4)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) / (windows * CONTEXT)
-
-
-def seconds_per_eval_token(windows: int, batch_windows: int) -> float:
-    """Seconds per token of evaluating `windows` windows, `batch_windows` per forward (after a warm-up)."""
-    torch.manual_seed(0)
-    lm = build_model(SHAPE, VOCAB, CONTEXT)
-    tokens = np.random.default_rng(0).integers(0, VOCAB, windows * CONTEXT + 1).astype(np.uint16)
-    eval_loss(
-        lm, tokens[: batch_windows * CONTEXT + 1], CONTEXT, torch.device("cpu"), batch_windows=batch_windows
-    )
-    start = time.perf_counter()
-    eval_loss(lm, tokens, CONTEXT, torch.device("cpu"), batch_windows=batch_windows)
-    return (time.perf_counter() - start) / (windows * CONTEXT)
+        out["train"].append((time.perf_counter() - start) / (train_windows * CONTEXT))
+        start = time.perf_counter()
+        eval_loss(lm, tokens, CONTEXT, cpu, batch_windows=batch_windows)
+        out["eval"].append((time.perf_counter() - start) / (eval_windows_n * CONTEXT))
+        start = time.perf_counter()
+        eval_loss(lm, tokens[: batch_windows * CONTEXT + 1], CONTEXT, cpu, batch_windows=1)
+        out["eval_1"].append((time.perf_counter() - start) / (batch_windows * CONTEXT))
+    return out
 
 
 def interval(t: TrialSpec) -> int:
@@ -157,8 +158,8 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--train-windows", type=int, default=2, help="windows per measured training step")
-    parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--eval-windows", type=int, default=16)
+    parser.add_argument("--eval-windows", type=int, default=10, help="windows per measured evaluation")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (medians are used)")
     parser.add_argument("--loop", action="store_true", help="also time one scaled-down run_trial")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -166,17 +167,16 @@ def main() -> None:
     print(
         f"124M ({SHAPE.n_layer} x {SHAPE.d_model}), context {CONTEXT}, vocab {VOCAB}, {args.threads} threads"
     )
-    train = seconds_per_train_token(args.train_windows, args.steps)
-    evaluate = seconds_per_eval_token(args.eval_windows, batched)
-    single = seconds_per_eval_token(max(4, args.eval_windows // 4), 1)
-    print(
-        f"training:   {1 / train:8.1f} tokens/s ({args.train_windows} windows per step, median of {args.steps})"
-    )
+    m = measure(args.train_windows, args.eval_windows, batched, args.rounds)
+    train, evaluate, single = (statistics.median(m[k]) for k in ("train", "eval", "eval_1"))
+    costs = [e / t for e, t in zip(m["eval"], m["train"], strict=True)]
+    print(f"training:   {1 / train:8.1f} tokens/s ({args.train_windows} windows per step)")
     print(
         f"evaluation: {1 / evaluate:8.1f} tokens/s ({batched} windows per forward, the batch sized to this CPU)"
     )
     print(f"            {1 / single:8.1f} tokens/s (1 window per forward, for contrast)")
-    print(f"evaluated / trained token cost: {evaluate / train:.3f}")
+    print(f"evaluated / trained token cost: {evaluate / train:.3f} (medians of {args.rounds} interleaved rounds; "
+          f"per round {min(costs):.3f}..{max(costs):.3f})")  # fmt: skip
     print()
     print(f"{'trial':<56} {'trained':>14} {'evaluated':>13} {'eval s / train s':>17}")
     for label, t, trained in paper_cases():
