@@ -9,6 +9,7 @@ interrupted (Ctrl-C; `resume` continues).
 from __future__ import annotations
 
 import json
+import os
 import signal
 from collections import Counter
 from pathlib import Path
@@ -30,8 +31,8 @@ AddressOpt = Annotated[
     str | None,
     typer.Option(
         "--address",
-        help="Join this Ray cluster (e.g. 'auto' on a `ray up` head node); default: "
-        "start an embedded local Ray.",
+        help="Join this Ray cluster ('auto', HOST:PORT); default: $RAY_ADDRESS (set by `ray job submit`), "
+        "else a private local Ray.",
     ),
 ]
 RetryOpt = Annotated[
@@ -135,14 +136,22 @@ def launch_spaces(
     Raises:
         typer.Exit: with code 2 when a space's data is bad input (nothing of that sweep was written).
     """
+    from sweep_engine.data.inputs import check_inputs
     from sweep_engine.space import sweep_key
-    from sweep_engine.sweep import ray_tune  # Ray, only now
+    from sweep_engine.sweep.faults import FAULTS_ENV, parse_faults
     from sweep_engine.sweep.progress import RichProgressView
 
     console = Console(stderr=True)
     out: list[tuple[Space, SweepSummary]] = []
+    # Bad input exits 2 before Ray starts: a missing corpus must not cost a Ray start and a pre-training.
+    with on_bad_input():
+        for space in spaces:
+            check_inputs(space)
+        parse_faults(os.environ.get(FAULTS_ENV, ""))
     # `kill` stops a sweep as cleanly as Ctrl-C: trials KILLED, resumable.
     previous = signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
+    from sweep_engine.sweep import ray_tune  # Ray, only now
+
     try:
         with ray_tune.ray_session(address):
             for space in spaces:
