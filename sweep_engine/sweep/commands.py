@@ -189,13 +189,24 @@ def print_summary(console: Console, space: Space, summary: SweepSummary) -> None
     console.print(table)
     for stage in summary.stages:
         for key, reason, error in stage.failures:
-            first = error.strip().splitlines()[-1] if error.strip() else ""
-            console.print(f"FAILED {stage.stage} {key} ({reason}): {first}", markup=False, highlight=False)
+            # The first line says what happened, the last one ends with the trial log's path.
+            lines = [line.strip() for line in error.strip().splitlines() if line.strip()] or [""]
+            said = lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"
+            console.print(
+                f"FAILED {stage.stage} {key} ({reason}): {said}",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
         if stage.blocked:
             console.print(f"{stage.stage}: {stage.blocked} trial(s) blocked: their pre-training trial failed")
-    console.print(
-        f"ledger: {space.results_dir / 'trials.parquet'}   runs: sweep-engine ui {space.source or ''}"
+    from sweep_engine.tracking import experiment_url
+
+    # A tracking server's runs table, else the command that serves a local store's.
+    runs = (
+        experiment_url(space.tracking_uri, space.experiment_name) or f"sweep-engine ui {space.source or ''}"
     )
+    console.print(f"ledger: {space.results_dir / 'trials.parquet'}   runs: {runs}", soft_wrap=True)
     if summary.interrupted:
         console.print(
             "interrupted: every unfinished trial resumes from its checkpoint with `sweep-engine resume`"
@@ -283,7 +294,7 @@ def ui_cmd(
     workers: Annotated[int, typer.Option("--workers", min=1, help="Server worker processes.")] = 1,
 ) -> None:
     """Start the MLflow UI on the sweep's tracking store and print its URL (Ctrl-C stops it)."""
-    from sweep_engine.tracking import serve_ui, serves_own_ui, store_exists
+    from sweep_engine.tracking import experiment_url, serve_ui, serves_own_ui, store_exists
 
     space = load_space_or_exit(space_path, overrides)
     uri = space.tracking_uri
@@ -291,7 +302,7 @@ def ui_cmd(
         raise fail(f"{space_path}: tracking.uri: no store at {uri} yet: launch the sweep first")
     if serves_own_ui(uri):
         # A tracking server (the head node's, see cluster.yaml) already serves its own UI.
-        typer.echo(f"MLflow UI: {uri}")
+        typer.echo(f"MLflow UI: {experiment_url(uri, space.experiment_name) or uri}")
         return
     if serve_ui(uri, space.experiment_name, host=host, port=port, workers=workers):
         raise typer.Exit(1)
