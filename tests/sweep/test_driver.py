@@ -238,6 +238,18 @@ def test_optuna_searches_each_cell_within_its_budget_and_continues(tmp_path: Pat
     assert asked.specs[0].lr in lrs and len(read_ledger(space.results_dir / "trials.parquet")) == 1 + 4 * 4
 
 
+def test_tpe_starts_guiding_within_a_small_budget(tmp_path: Path) -> None:
+    from sweep_engine.sweep.search import CellSearch, startup_trials
+
+    assert [startup_trials(b) for b in (1, 3, 8, 20, 100)] == [1, 1, 4, 10, 10]
+    data = space_dict(tmp_path / "results", languages=("es",))
+    data["search"] = {"kind": "optuna", "trials_per_cell": 8, "sampler": "tpe", "lr_range": [1e-4, 1e-2]}
+    search = CellSearch(write_space(tmp_path / "s.yaml", data), tmp_path / "optuna.journal")
+    sampler = search._sampler(search.cells[0], 0)
+    # Optuna's default (10 random start-up trials) would make all 8 pairs random: 4 are, 4 are TPE's.
+    assert sampler._n_startup_trials == 4
+
+
 def test_one_driver_per_sweep_and_one_trainer_per_trial(space: Space, tmp_path: Path) -> None:
     with driver_lock(space.results_dir.resolve()), pytest.raises(SweepBusy, match="already running"):
         run_inline(space, InMemoryTracker())
