@@ -109,10 +109,9 @@ def ray_session(address: str | None = None, **init_kwargs: Any) -> Iterator[None
     """Use the Ray already initialised in this process, else join `ray_address(address)` or start a private
     one; shut down only what this call started.
 
-    No `runtime_env` is passed to `ray.init`: under `ray job submit --working-dir` Ray merges it with the job's,
-    and setting up that new environment re-extracts the job's working directory (rmtree, unzip) under the
-    running driver, whose current directory then no longer exists: Intel oneMKL inside torch calls getcwd()
-    when it loads and aborts ("Cannot load libtorch_cpu.so"), other libraries raise FileNotFoundError.
+    No `runtime_env` is passed to `ray.init`: inside `ray job submit` Ray merges it into the job's, which gives
+    the driver's job an environment of its own to set up on every node (Train V2, once set here, is Ray 2.60's
+    default). The driver needs nothing from its working directory after the space is loaded.
     """
     if ray.is_initialized():
         yield
