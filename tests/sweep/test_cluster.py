@@ -40,10 +40,19 @@ def test_cluster_files_validate_against_rays_schema(name: str) -> None:
 
     config = prepared(name)
     validate_config(config)
-    assert config["file_mounts"] == {"~/sweep-engine": "."}
     commands = " ".join(config["setup_commands"] + config.get("initialization_commands", []))
-    assert "constraints.txt" in commands and "-e ~/sweep-engine" in commands
-    assert any("mlflow server" in c for c in config["head_start_ray_commands"])
+    assert (
+        "make -C ~/sweep-engine install-cluster" in commands
+    )  # the cluster profile: GPU torch, ray[default]
+    assert config["file_mounts"] == {"~/sweep-engine": ".", "~/.ray/auth_token": "~/.ray/auth_token"}
+    start = " ".join(config["head_start_ray_commands"] + config["worker_start_ray_commands"])
+    assert start.count("RAY_AUTH_MODE=token") == 2  # token authentication on every node
+    [server] = [c for c in config["head_start_ray_commands"] if "mlflow server" in c]
+    # The backend on the head's own disk (SQLite over NFS is unsafe), artifacts on the shared file system.
+    assert (
+        "--backend-store-uri sqlite:///$HOME/mlflow/" in server
+        and "--artifacts-destination /mnt/shared/" in server
+    )
     assert "/mnt/shared" in yaml.safe_dump(config)  # the paper spaces' storage
 
 
@@ -53,6 +62,11 @@ def test_aws_cluster_has_gpu_workers_and_a_cpu_head() -> None:
     assert types[config["head_node_type"]]["resources"]["GPU"] == 0
     gpu_types = {t["node_config"]["InstanceType"] for t in types.values() if t["resources"].get("GPU", 0) > 0}
     assert {"g5.2xlarge", "p4d.24xlarge"} <= gpu_types
+    # A current image on every node: Ubuntu 22.04 with NVIDIA's driver, never Ray's 18.04 `latest_dlami`.
+    for t in types.values():
+        assert "ubuntu-22.04" in t["node_config"]["ImageId"] and t["node_config"]["ImageId"].startswith(
+            "resolve:ssm:"
+        )
 
 
 def test_the_validator_rejects_a_typo() -> None:
