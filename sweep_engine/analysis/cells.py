@@ -49,6 +49,11 @@ def best_cells(ledger: pd.DataFrame) -> pd.DataFrame:
     runs["_still_falling"] = [still_falling(r) for r in runs.to_dict(orient="records")]
     rows = []
     for key, cell in runs.groupby(CELL_KEYS, sort=True):
+        # A pruned arm (sweep/halving.py) stopped early because it was losing: its loss measures a cut-short
+        # run. It is a candidate only when every run of the cell was pruned.
+        pruned = cell.get("stop_reason", pd.Series("", index=cell.index)).astype(str) == "pruned"
+        if not pruned.all():
+            cell = cell[~pruned]
         by_config = cell.groupby(config, sort=True, dropna=False)
         chosen_key = by_config["best_val_loss"].mean().idxmin()
         chosen = by_config.get_group(chosen_key if isinstance(chosen_key, tuple) else (chosen_key,))
