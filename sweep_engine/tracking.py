@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -269,6 +270,9 @@ class MlflowTracker:
         # Alembic and MLflow log every schema migration at INFO when a SQLite store is created.
         for name in ("alembic", "mlflow.store.db.utils"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        # With a tracking server MLflow prints "View run/experiment at <url>" for every run it ends: URLs that
+        # open its GenAI overview, between the progress view's lines. The engine prints the runs table's URL.
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         from mlflow.tracking import MlflowClient
 
         self.uri = uri

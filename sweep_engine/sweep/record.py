@@ -197,7 +197,8 @@ def source_tags() -> dict[str, str]:
     commit = git_commit()
     tags = {
         "mlflow.source.type": "LOCAL",
-        "mlflow.source.name": f"sweep-engine@{commit[:12]}{'-dirty' if commit.endswith('-dirty') else ''}",
+        # The commit first: the runs table's Source column shows a dozen characters.
+        "mlflow.source.name": f"git {commit[:10]}{' dirty' if commit.endswith('-dirty') else ''} sweep-engine",
         "mlflow.source.git.commit": commit,
     }
     tags.update({f"versions.{name}": version for name, version in package_versions().items()})
