@@ -378,6 +378,7 @@ class TrialData:
     # (smallest, largest) id of each set ("train", "val", "test", extra names), recorded when its file was
     # written; a set without one is scanned (small in-memory arrays in tests).
     id_range: dict[str, tuple[int, int]] = field(default_factory=dict)
+    tokenizer_file: str | None = None  # the tokenizer (tokenizers' JSON), saved beside every best model
 
 
 @dataclass

@@ -64,7 +64,9 @@ def test_shipped_spaces_cover_the_study() -> None:
 def test_minimal_space_loads(tmp_path: Path) -> None:
     space = load_space(write(tmp_path, minimal()))
     assert space.transfer is not None and space.transfer.d_f == [1000, 4000]
-    assert space.results_dir == Path("results") / "t"
+    assert (
+        space.results_dir == tmp_path / "results" / "t"
+    )  # relative paths are read against the file's directory
     assert space.tracking_uri.startswith("sqlite:///") and space.tracking_uri.endswith("mlflow.db")
 
 
@@ -281,6 +283,9 @@ def test_the_forgetting_set_can_be_the_pretraining_held_out_split(tmp_path: Path
     space = load_space(write(tmp_path, data))
     [(name, corpus)] = transfer_trials(space)[0].data.extra_val
     assert name == "en" and corpus == pretrain_trials(space)[0].data.corpus
+    from sweep_engine.data.inputs import input_problems
+
+    assert input_problems(space) == []  # checked as the pre-training corpus it names
     data["transfer"]["validation"] = {"size": 400, "unit": "tokens"}
     assert "the pre-training held-out split is reused only with the same validation unit" in errors_of(
         tmp_path, data

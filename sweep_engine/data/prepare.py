@@ -27,7 +27,13 @@ from tokenizers import Tokenizer
 
 from sweep_engine.data import cache, corpora, subsets
 from sweep_engine.data.tokenfile import TokenFileInfo, TokenReader, TokenWriter, dtype_for, open_tokens
-from sweep_engine.data.tokenizer import encode_documents, eot_id, load_tokenizer_with_key, tokenizer_key
+from sweep_engine.data.tokenizer import (
+    encode_documents,
+    eot_id,
+    load_tokenizer_with_key,
+    tokenizer_key,
+    tokenizer_path,
+)
 from sweep_engine.errors import DataError
 from sweep_engine.spec import CorpusSpec, DataSpec, DocIndex, TrialData, content_hash
 
@@ -95,6 +101,7 @@ def load_trial_data(data: DataSpec, cache_dir: Path, progress: StepReporter | No
         val_docs=val.docs,
         test_docs=test.docs if test is not None else None,
         id_range=ranges,
+        tokenizer_file=str(tokenizer_path(cache_dir, tok_key)),
     )
 
 

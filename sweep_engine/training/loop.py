@@ -204,6 +204,8 @@ def run_trial(
     check_token_sets(data)
     batches = BatchSource(data.train, spec.context, global_windows, spec.seed, rank, world)
     eval_every = eval_every_steps(stop, len(data.train), spec.batch_tokens)
+    # Saved beside the best model, so the model is usable without the engine.
+    tokenizer = ckpt.hf_tokenizer(data.tokenizer_file, spec.context) if data.tokenizer_file else None
 
     # ---- model, what fits the device, optimizer -----------------------------------------------------------
     shape = resolve_shape(spec.model)
@@ -389,7 +391,7 @@ def run_trial(
         progress.eval_s += time.perf_counter() - t_eval
         if master:
             t_save = time.perf_counter()
-            ckpt.save_best(lm, workdir, spec.to_dict())
+            ckpt.save_best(lm, workdir, spec.to_dict(), tokenizer)
             progress.checkpoint_s += time.perf_counter() - t_save
 
     # ---- the result -----------------------------------------------------------------------------------------
