@@ -1,14 +1,14 @@
 """`sweep-engine demo`: the whole study on this machine, end to end, through the real engine.
 
-Three target-language sweeps (Chinese, Spanish, German) run one after the other through `sweep.ray_tune.launch`, the
-function behind `sweep-engine launch` (Ray Tune + MLflow), inside one Ray session. They share one English
-pre-training stage (`pretrain_from`): its trial keys are content hashes and its checkpoints live under the
-shared storage root, so the first launch trains the English models and the other two find them done and only
-record them (the demo checks and says so). Then one cross-language analysis, the function behind
-`sweep-engine analyze`, over the three results directories, logged to every sweep's parent MLflow runs as
-`analyze` does, and a closing block: where the report is, the
-answer (the D_T ordering per size at the smallest D_F, with intervals, against the seed study's de > es > zh),
-how to open the MLflow UI on the runs, and the demo's wall time.
+Three target-language sweeps (Chinese, Spanish, German) run as one Ray Tune run (`sweep.commands.launch_spaces`,
+the function behind `sweep-engine launch A B C`), so that no core idles between languages. They share one
+English pre-training stage (`pretrain_from`): its trial keys are content hashes, so the first sweep trains the
+English models and the others find them (the demo checks and says so). Then one cross-language analysis, the
+function behind `sweep-engine analyze`, over the three results directories, logged to every sweep's parent
+MLflow runs as `analyze` does, and a closing block: the evidence (paired fine-tuned minus scratch gaps at the
+smallest D_F), D_T and D_F/D_E with intervals, the ordering verdict against the seed study's de > es > zh, where
+the report is, how to open the MLflow UI on the runs, and the wall time (from `make demo`'s start, install
+included, when make ran it: the Makefile exports its start time as SWEEP_ENGINE_MAKE_START).
 
 Exit codes as elsewhere: 0 every trial finished, 1 some trial failed or was blocked, 2 bad input (nothing
 run), 130 interrupted (`sweep-engine resume SPACE`, or the demo again, continues where it stopped).
@@ -16,6 +16,7 @@ run), 130 interrupted (`sweep-engine resume SPACE`, or the demo again, continues
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from sweep_engine.sweep.driver import SweepSummary
 
 LANGUAGES = ("chinese", "spanish", "german")  # launch order; the first trains the shared English models
+MAKE_START_ENV = "SWEEP_ENGINE_MAKE_START"  # epoch seconds when `make demo` began (the Makefile sets it)
 REPO_SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
 
 
@@ -159,7 +161,19 @@ def demo_cmd(
         f"wall time: {format_duration(end - start)} ({end - start:.0f} s: sweeps {swept - start:.0f} s, "
         f"analysis {end - swept:.0f} s)"
     )
+    since_make = _since_make_started()
+    if since_make is not None:
+        typer.echo(f"make demo: {format_duration(since_make)} ({since_make:.0f} s, the install included)")
     raise typer.Exit(code)
+
+
+def _since_make_started() -> float | None:
+    """Seconds since `make demo` began (its install included), from the start time the Makefile exports."""
+    started = os.environ.get(MAKE_START_ENV, "")
+    try:
+        return max(0.0, time.time() - float(started))
+    except ValueError:  # not run by make, or a value that is not a time: nothing to say
+        return None
 
 
 def _run_sweeps(spaces: list[tuple[Path, Space]]) -> tuple[list[Launched], int]:

@@ -54,6 +54,15 @@ def best_cells(ledger: pd.DataFrame) -> pd.DataFrame:
         pruned = cell.get("stop_reason", pd.Series("", index=cell.index)).astype(str) == "pruned"
         if not pruned.all():
             cell = cell[~pruned]
+        # A configuration the token cap cut measured compute, not data (its best is no overfitting point): it is
+        # a candidate only when the cap cut every configuration (sweep/halving.py ranks arms the same way).
+        capped = (
+            (cell.get("stop_reason", pd.Series("", index=cell.index)).astype(str) == "budget")
+            .groupby([cell[c] for c in config], sort=False, dropna=False)
+            .transform("any")
+        )
+        if not capped.all():
+            cell = cell[~capped]
         by_config = cell.groupby(config, sort=True, dropna=False)
         chosen_key = by_config["best_val_loss"].mean().idxmin()
         chosen = by_config.get_group(chosen_key if isinstance(chosen_key, tuple) else (chosen_key,))

@@ -314,6 +314,16 @@ class SweepDriver:
             return job
         return None if not self._settled() else DONE
 
+    def next_is_racing_arm(self) -> bool:
+        """Whether the next job `next_job` hands out is a first-seed arm of a halving cell that has another arm
+        in flight (a joint launch hands it out at once, so that the arms race; together.py)."""
+        if self.halving is None or not self.ready:
+            return False
+        if any(j.spec.stage == "pretrain" for j in self.ready):
+            return False  # next_job hands out pre-training first
+        cell = self.halving.cell_of.get(self.ready[0].key)
+        return cell is not None and any(k in self.in_flight for k in self.halving.arms[cell])
+
     def _can_ask(self, cell: Cell) -> bool:
         assert self.search is not None
         if cell in self.busy_cells or not self.search.has_budget(cell):
@@ -400,8 +410,12 @@ class SweepDriver:
         if self.halving is None or key not in self.halving.cell_of:
             return
         best = result.best_val_loss if result is not None else None
-        pruned = result is not None and result.stop_reason == "pruned"
-        self._prune(self.halving.ended(key, best, pruned=pruned, failed=result is None))
+        stop = result.stop_reason if result is not None else None
+        self._prune(
+            self.halving.ended(
+                key, best, pruned=stop == "pruned", capped=stop == "budget", failed=result is None
+            )
+        )
         cell = self.halving.cell_of[key]
         if cell in self.released or not self.halving.settled(cell):
             return

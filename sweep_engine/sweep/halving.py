@@ -10,7 +10,8 @@ next evaluation): they end FINISHED with stop reason `pruned` and keep the resul
 on to its own overfitting point.
 
 Once every first-seed arm of a cell has ended, the cell's winner (the lowest best validation loss among the
-arms that were not pruned) is its configuration, and the cell's other seeds run that arm alone: the seeds
+arms that found their own overfitting point; then among those the token cap cut; then the pruned) is its
+configuration, and the cell's other seeds run that arm alone: the seeds
 measure the winner's run-to-run noise instead of re-running the losers. Selection stays on validation; the
 analysis reports the test split.
 """
@@ -75,6 +76,7 @@ class _Arm:
     done: bool = False  # ended (by itself, pruned, or failed)
     final: float | None = None  # its best validation loss when it ended (None: failed, or never finite)
     pruned: bool = False  # it ended with stop reason `pruned` (what the ledger says, so a relaunch agrees)
+    capped: bool = False  # it ended with stop reason `budget`: its best is no overfitting point
     failed: bool = False
     stop_asked: bool = False
 
@@ -125,14 +127,20 @@ class Halving:
         return self._decide(cell)
 
     def ended(
-        self, key: str, best_val_loss: float | None, *, pruned: bool = False, failed: bool = False
+        self,
+        key: str,
+        best_val_loss: float | None,
+        *,
+        pruned: bool = False,
+        capped: bool = False,
+        failed: bool = False,
     ) -> list[str]:
         """An arm ended (by itself, pruned, or failed); returns running arms of its cell to stop now."""
         cell = self.cell_of.get(key)
         if cell is None:
             return []
         arm = self.arms[cell][key]
-        arm.done, arm.pruned, arm.failed = True, pruned, failed
+        arm.done, arm.pruned, arm.capped, arm.failed = True, pruned, capped, failed
         if not failed and best_val_loss is not None and math.isfinite(best_val_loss):
             arm.final = float(best_val_loss)
         return self._decide(cell)
@@ -165,22 +173,29 @@ class Halving:
         return all(a.done for a in self.arms[cell].values())
 
     def winner(self, cell: Cell) -> Arm | None:
-        """The cell's configuration once settled: the lowest best loss among its unpruned arms (None while
-        arms are running, or when every arm failed)."""
+        """The cell's configuration once settled (None while arms are running, or when every arm failed):
+        see `winner_of`."""
         if not self.settled(cell):
             return None
-        arms = {k: (a.final, a.pruned) for k, a in self.arms[cell].items() if not a.failed}
+        arms = {
+            k: (a.final, standing("pruned" if a.pruned else "budget" if a.capped else ""))
+            for k, a in self.arms[cell].items()
+            if not a.failed
+        }
         return winner_of(arms, self.arm_config)
 
 
-def winner_of(arms: dict[str, tuple[float | None, bool]], config: dict[str, Arm]) -> Arm | None:
-    """The winning arm among (final best, pruned) per trial key: unpruned arms first, then the lowest loss."""
+def standing(stop_reason: str) -> int:
+    """How an arm's ending ranks it before its loss: 0 it found its own best, 1 the token cap cut it (its best
+    measures compute, not data: the analysis inverts only converged cells), 2 it was pruned (cut short)."""
+    return {"budget": 1, "pruned": 2}.get(stop_reason, 0)
+
+
+def winner_of(arms: dict[str, tuple[float | None, int]], config: dict[str, Arm]) -> Arm | None:
+    """The winning arm among (final best, standing) per trial key: the best standing first (an arm that found
+    its overfitting point beats one the cap cut, which beats a pruned one), then the lowest loss."""
     ranked = sorted(
-        (
-            (pruned, loss, key)
-            for key, (loss, pruned) in arms.items()
-            if loss is not None and math.isfinite(loss)
-        ),
+        ((rank, loss, key) for key, (loss, rank) in arms.items() if loss is not None and math.isfinite(loss)),
     )
     return config[ranked[0][2]] if ranked else None
 
@@ -191,7 +206,7 @@ def winners_from_ledger(space: Space, rows: dict[str, dict[str, Any]]) -> dict[C
     p = plan(space)
     out: dict[Cell, Arm | None] = {}
     for cell, specs in p.first.items():
-        results: dict[str, tuple[float | None, bool]] = {}
+        results: dict[str, tuple[float | None, int]] = {}
         config = {}
         for spec in specs:
             row = rows.get(spec.key())
@@ -199,7 +214,7 @@ def winners_from_ledger(space: Space, rows: dict[str, dict[str, Any]]) -> dict[C
                 break
             config[spec.key()] = arm_of(spec)
             if row["status"] == "FINISHED":
-                results[spec.key()] = (float(row["best_val_loss"]), str(row["stop_reason"]) == "pruned")
+                results[spec.key()] = (float(row["best_val_loss"]), standing(str(row["stop_reason"])))
         else:
             out[cell] = winner_of(results, config)
     return out

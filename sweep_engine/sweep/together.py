@@ -2,7 +2,8 @@
 
 Each sweep keeps its own driver (its ledger, MLflow experiment and summary); `Together` is the one JobSource
 and TrialEvents the executor sees. It hands out pre-training first, then the sweeps' trials in turn, so no
-core idles while one sweep finishes its tail and the next has not started. A trial that several sweeps share
+core idles while one sweep finishes its tail and the next has not started; a cell's LR arms (search.halving)
+are handed out back to back, so that they race. A trial that several sweeps share
 (the English pre-training, same trial key in every target space) runs once, for the first sweep that offers
 it; the others hold it as in flight and, when it finishes, record it as reused and release the fine-tuning
 trials that waited on it.
@@ -39,7 +40,11 @@ class Together:
         # Pre-training first (fine-tuning waits for it), from the first sweep that has it (so a shared English
         # model is trained by the first sweep, as separate launches would); then the sweeps in turn.
         pre = [d for d in self.drivers if any(j.spec.stage == "pretrain" for j in d.ready)]
-        order = pre + [d for d in rotation if d not in pre]
+        # Then a sweep whose next trial is an LR arm of a cell with an arm running now: successive halving
+        # compares a cell's arms while they run side by side; in turn, a cell's second arm would start only
+        # after the first had trained to its end, and nothing could be stopped early.
+        racing = [d for d in rotation if d not in pre and d.next_is_racing_arm()]
+        order = pre + racing + [d for d in rotation if d not in pre and d not in racing]
         for driver in order:
             while True:
                 job = driver.next_job()

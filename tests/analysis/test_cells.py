@@ -49,6 +49,22 @@ def test_selection_uses_validation_even_when_test_disagrees(ledger: pd.DataFrame
     assert c["loss"].iloc[0] == pytest.approx(3.6)
 
 
+def test_a_configuration_the_cap_cut_loses_to_one_that_converged(ledger: pd.DataFrame) -> None:
+    one = ledger[
+        (ledger["stage"] == "transfer") & (ledger["language"] == "de") & (ledger["init"] == "finetune")
+    ]
+    one = one[(one["n_params"] == one["n_params"].max()) & (one["d_f"] == one["d_f"].min())].copy()
+    low, high = sorted(one["lr"].unique())
+    # LR `low` is lower on validation, but one of its seeds ended at the token cap: its best measures compute,
+    # not data, so the converged `high` is the cell's configuration; when the cap cut both, the lower wins.
+    one["best_val_loss"] = np.where(one["lr"] == low, 3.0, 3.5)
+    one["stop_reason"] = "overfit"
+    one.loc[one.index[one["lr"] == low][0], "stop_reason"] = "budget"
+    assert best_cells(one)["lr"].iloc[0] == high
+    one["stop_reason"] = "budget"
+    assert best_cells(one)["lr"].iloc[0] == low
+
+
 def test_without_test_losses_the_cell_reports_validation_and_says_so(ledger: pd.DataFrame) -> None:
     old = ledger.drop(columns=["test_loss", "test_bpc", "doc_losses"])
     c = best_cells(old)

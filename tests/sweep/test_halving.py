@@ -56,6 +56,18 @@ def test_an_arm_that_ended_by_itself_competes_with_its_final_best() -> None:
     assert h.winner(next(iter(h.arms))) == h.arm_config["a"]
 
 
+def test_an_arm_the_cap_cut_wins_only_when_no_arm_found_its_overfitting_point() -> None:
+    h = _halving(["a", "b", "c"])
+    h.ended("a", 3.4, capped=True)  # the lowest loss, but the token cap ended it: compute, not data
+    h.ended("b", 3.5)
+    h.ended("c", 3.3, pruned=True)
+    assert h.winner(("de", "xs", 1000, "scratch")) == h.arm_config["b"]  # type: ignore[arg-type]
+    h = _halving(["a", "b"])
+    h.ended("a", 3.4, capped=True)
+    h.ended("b", 3.2, pruned=True)
+    assert h.winner(("de", "xs", 1000, "scratch")) == h.arm_config["a"]  # type: ignore[arg-type]
+
+
 def test_winner_is_the_best_unpruned_arm_and_agrees_with_the_ledger(space: Space) -> None:
     tracker = InMemoryTracker()
     summary = SweepDriver(space, InlineExecutor(fake_run), tracker).run()

@@ -7,7 +7,7 @@ from pathlib import Path
 from sweep_engine.ledger import read_ledger
 from sweep_engine.space import expand, pretrain_trials
 from sweep_engine.sweep.driver import SweepDriver
-from sweep_engine.sweep.jobs import InlineExecutor, SweepPaths
+from sweep_engine.sweep.jobs import InlineExecutor, SweepPaths, TrialJob
 from sweep_engine.sweep.together import Together, run_together
 from sweep_engine.tracking import TRIAL, InMemoryTracker
 from tests.tiny_sweep import fake_run, space_dict, write_space
@@ -52,3 +52,25 @@ def test_two_sweeps_share_one_pretraining_and_finish_together(tmp_path: Path) ->
         assert pre_stage.finished == 1
     assert next(s for s in summaries[1].stages if s.stage == "pretrain").reused == 1
     assert next(s for s in summaries[0].stages if s.stage == "pretrain").reused == 0
+
+
+def test_a_cells_lr_arms_are_handed_out_back_to_back_so_that_halving_can_race_them(tmp_path: Path) -> None:
+    # Two sweeps taking turns would put one sweep's trial between a cell's two arms: with two slots the first arm
+    # would train to its end before the second started, and successive halving could stop nothing early.
+    storage = tmp_path / "results"
+    spaces = []
+    for lang in ("es", "de"):
+        d = space_dict(storage, name=f"tiny-{lang}", languages=(lang,))
+        d["transfer"] = {**d["transfer"], "lr": [1e-3, 3e-3], "init": ["scratch"]}
+        d["search"] = {"kind": "grid", "halving": {"eta": 2, "first_rung": 1}}
+        spaces.append(write_space(tmp_path / f"{lang}.yaml", d))
+    executor = InlineExecutor(fake_run)
+    drivers = [SweepDriver(s, executor, InMemoryTracker()) for s in spaces]
+    for d in drivers:
+        d.start()
+    source = Together(drivers)
+    running = [source.next_job() for _ in range(3)]  # three slots, nothing has ended yet
+    specs = [job.spec for job in running if isinstance(job, TrialJob) and job.spec.stage == "transfer"]
+    assert len(specs) == 2  # and the English model first
+    assert len({(s.language, s.model.name, s.data.d_f, s.init) for s in specs}) == 1  # the same cell
+    assert {s.lr for s in specs} == {1e-3, 3e-3}  # its two arms, side by side
