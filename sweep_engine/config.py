@@ -91,12 +91,15 @@ class StoppingConfig(Strict):
 
 
 class ValidationConfig(Strict):
-    """The fixed validation set: `size` documents (verses for the Bible, the same ids in every language) or
-    tokens."""
+    """The fixed held-out sets: `size` validation documents (verses for the Bible, the same ids in every
+    language) or tokens, and `test_size` test documents (or tokens) beside them. Validation picks the best step
+    and configuration; the analysis reports test losses. test_size 0 (the default, which keeps the trial keys
+    of spaces written before test splits existed) reports validation losses and says so."""
 
     size: PosInt = 2000
     unit: Literal["docs", "tokens"] = "docs"
     split_seed: NonNegInt = 0
+    test_size: NonNegInt = 0
 
 
 class TokenizerConfig(Strict):

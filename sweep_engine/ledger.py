@@ -56,11 +56,15 @@ COLUMNS = [
     "steps",
     "flops",
     "stop_reason",
+    "test_loss",
+    "test_tokens_per_char",
+    "test_bpc",
     "zero_shot_loss",
     "wall_s",
     "tokens_per_s",
     "curve",
     "notes",
+    "doc_losses",
     "spec",
 ]
 
@@ -121,7 +125,9 @@ def trial_row(
         row[name] = math.nan
     for name in ("steps", "flops", "zero_shot_loss", "wall_s", "tokens_per_s"):
         row[name] = math.nan
-    row.update({"stop_reason": "", "curve": "[]", "notes": "[]"})
+    for name in ("test_loss", "test_tokens_per_char", "test_bpc"):
+        row[name] = math.nan
+    row.update({"stop_reason": "", "curve": "[]", "notes": "[]", "doc_losses": ""})
     if result is not None:
         row.update(_result_columns(result))
     return row
@@ -148,6 +154,13 @@ def _result_columns(r: TrialResult) -> dict[str, Any]:
         "tokens_per_s": r.tokens_per_s,
         "curve": json.dumps([vars(p) for p in r.curve]),
         "notes": json.dumps(r.notes),
+        "test_loss": r.test_loss if r.test_loss is not None else math.nan,
+        "test_tokens_per_char": r.test_tokens_per_char or math.nan,
+        "test_bpc": r.test_loss * r.test_tokens_per_char / math.log(2)
+        if r.test_loss is not None and r.test_tokens_per_char
+        else math.nan,
+        # Per held-out document at the best step (docs/ledger.md); the analysis resamples them.
+        "doc_losses": json.dumps(r.doc_losses, separators=(",", ":")) if r.doc_losses else "",
     }
     for name, loss in r.best_extra_val_loss.items():
         cols[f"extra_val_loss_{name}"] = loss

@@ -103,6 +103,7 @@ def _data(stage: TrainingConfig, corpus: CorpusSpec, tokenizer: TokenizerSpec, d
         val_size=v.size,
         val_unit=v.unit,
         split_seed=v.split_seed,
+        test_size=v.test_size,
     )
 
 

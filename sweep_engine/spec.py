@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -86,6 +87,9 @@ class DataSpec:
     val_unit: Literal["docs", "tokens"] = "docs"  # docs = verses for the Bible (same ids in every language)
     split_seed: int = 0  # seeds the document order that fixes validation set and nested subsets
     extra_val: tuple[tuple[str, CorpusSpec], ...] = ()  # named extra validation sets, e.g. (("en", ...),)
+    # Held-out test documents (in `val_unit`), disjoint from validation and the same ids in every language:
+    # validation chooses the best step and configuration, test gives the losses the analysis reports. 0 = none.
+    test_size: int = 0
 
 
 @dataclass(frozen=True)
@@ -294,6 +298,35 @@ def _trial_spec_from_dict(d: dict[str, Any]) -> TrialSpec:
 
 
 @dataclass
+class DocIndex:
+    """The documents of a held-out token array, so that a run can record its loss on each of them.
+
+    Attributes:
+        keys: [J] each document's hold-out key (a verse id: the same document in every language).
+        of_target: [n - 1] the document of each predicted position 1..n-1 of the array.
+        chars: [J] characters per document (separators included).
+    """
+
+    keys: np.ndarray
+    of_target: np.ndarray
+    chars: np.ndarray
+
+    @property
+    def tokens(self) -> np.ndarray:
+        """[J] predicted tokens per document."""
+        return np.bincount(self.of_target, minlength=len(self.keys))
+
+    def to_json(self, loss_sums: Sequence[float] | np.ndarray) -> dict[str, list[Any]]:
+        """The ledger's per-document record of one split: keys, tokens, characters and summed loss (nats)."""
+        return {
+            "keys": [int(k) for k in self.keys],
+            "tokens": [int(t) for t in self.tokens],
+            "chars": [int(c) for c in self.chars],
+            "loss": [round(float(v), 6) for v in loss_sums],
+        }
+
+
+@dataclass
 class TrialData:
     """Token arrays one trial trains and evaluates on (built by sweep_engine.data.load_trial_data)."""
 
@@ -304,6 +337,10 @@ class TrialData:
     val_chars: int = 0  # characters behind `val` (for bits per character)
     extra_val: dict[str, np.ndarray] = field(default_factory=dict)
     extra_val_chars: dict[str, int] = field(default_factory=dict)
+    test: np.ndarray | None = None  # the held-out test set (DataSpec.test_size > 0)
+    test_chars: int = 0
+    val_docs: DocIndex | None = None  # per-document index of `val` (None: record no per-document losses)
+    test_docs: DocIndex | None = None
 
 
 @dataclass
@@ -340,6 +377,10 @@ class TrialResult:
     best_extra_val_loss: dict[str, float] = field(default_factory=dict)  # at the best step
     zero_shot_extra_val_loss: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # e.g. "reinit_embeddings: ..." when vocabularies differ
+    test_loss: float | None = None  # loss on the test split with the best step's weights (nats per token)
+    test_tokens_per_char: float = 0.0
+    # At the best step, per held-out document: {"val": DocIndex.to_json(...), "test": ...} (docs/ledger.md).
+    doc_losses: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -5,8 +5,9 @@ build from several processes at once):
 
     tokenizers/<tok>.json                     the tokenizer
     tokens/<corpus>-<tok>/                    every unit of a corpus tokenized once (any split, any seed)
-    splits/<split>-val/, splits/<split>-train/ a validation set, and the whole training sequence in its seeded
-                                              order; a trial's D_F tokens are a prefix of the latter
+    splits/<split>-val/, splits/<split>-test/ the held-out sets, each with its per-document index
+    splits/<split>-train/                     the whole training sequence in its seeded order; a trial's D_F
+                                              tokens are a prefix of it
 
 so the first trial of a sweep tokenizes, and every later trial only reads a tokenizer and two .npy files.
 """
@@ -24,9 +25,10 @@ from tokenizers import Tokenizer
 from sweep_engine.data import cache, corpora, subsets
 from sweep_engine.data.tokenizer import encode_documents, eot_id, load_tokenizer_with_key, tokenizer_key
 from sweep_engine.errors import DataError
-from sweep_engine.spec import CorpusSpec, DataSpec, TrialData, content_hash
+from sweep_engine.spec import CorpusSpec, DataSpec, DocIndex, TrialData, content_hash
 
 FORMAT = 1  # bump when a cache layout or rule changes
+SPLIT_FORMAT = 2  # 2: held-out sets carry their per-document index
 Progress = Callable[[str], None]
 
 
@@ -51,8 +53,10 @@ def load_trial_data(data: DataSpec, cache_dir: Path, progress: Progress | None =
     cache_dir = Path(cache_dir)
     say = progress or _quiet
     tok, tok_key = load_tokenizer_with_key(data.tokenizer, cache_dir, say)
-    split = Split(data.corpus, tok, tok_key, data.val_size, data.val_unit, data.split_seed, cache_dir, say)
-    val, val_chars = split.validation()
+    split = Split(data.corpus, tok, tok_key, data.val_size, data.val_unit, data.split_seed, cache_dir, say,
+                  data.test_size)  # fmt: skip
+    val = split.held_out("val")
+    test = split.held_out("test") if data.test_size else None
     full, doc_ends, doc_chars = split.training()
     d_f = subsets.check_d_f(data.d_f, len(full), f"corpus {corpora.describe(data.corpus)}")
     train = full[:d_f]
@@ -65,23 +69,36 @@ def load_trial_data(data: DataSpec, cache_dir: Path, progress: Progress | None =
     extra: dict[str, np.ndarray] = {}
     extra_chars: dict[str, int] = {}
     for name, corpus in data.extra_val:
-        extra[name], extra_chars[name] = Split(
-            corpus, tok, tok_key, data.val_size, data.val_unit, data.split_seed, cache_dir, say
-        ).validation()
+        # The validation keys do not depend on test_size: another language's extra set needs no test split.
+        other = Split(corpus, tok, tok_key, data.val_size, data.val_unit, data.split_seed, cache_dir, say)
+        extra[name], extra_chars[name] = other.validation()
     return TrialData(
         train=train,
-        val=val,
+        val=val.tokens,
         vocab_size=tok.get_vocab_size(),
         train_chars=train_chars,
-        val_chars=val_chars,
+        val_chars=val.chars,
         extra_val=extra,
         extra_val_chars=extra_chars,
+        test=test.tokens if test is not None else None,
+        test_chars=test.chars if test is not None else 0,
+        val_docs=val.docs,
+        test_docs=test.docs if test is not None else None,
     )
 
 
 @dataclass
+class HeldOut:
+    """A held-out set: its tokens, their characters, and which document each predicted token belongs to."""
+
+    tokens: np.ndarray
+    chars: int
+    docs: DocIndex
+
+
+@dataclass
 class Split:
-    """One corpus under one tokenizer, split by (val_size, val_unit, split_seed)."""
+    """One corpus under one tokenizer, split by (val_size, val_unit, split_seed, test_size)."""
 
     corpus: CorpusSpec
     tok: Tokenizer
@@ -91,19 +108,38 @@ class Split:
     seed: int
     cache_dir: Path
     say: Progress
+    test_size: int = 0
 
     def __post_init__(self) -> None:
         self.corpus_key = content_hash(
             {"corpus": corpora.fingerprint(self.corpus), "tok": self.tok_key, "v": FORMAT}
         )
-        self.key = content_hash(
-            {"tokens": self.corpus_key, "size": self.val_size, "unit": self.val_unit, "seed": self.seed}
-        )
+        what = {"tokens": self.corpus_key, "size": self.val_size, "unit": self.val_unit, "seed": self.seed}
+        what["split_format"] = SPLIT_FORMAT
+        if self.test_size:
+            what["test"] = self.test_size  # the training sequence loses the test documents too
+        self.key = content_hash(what)
 
     def validation(self) -> tuple[np.ndarray, int]:
         """(tokens, characters) of the validation set."""
-        path = cache.build_once(self.cache_dir / "splits" / f"{self.key}-val", self._build_val)
-        return cache.load_array(path / "tokens.npy"), int(cache.read_json(path / "meta.json")["chars"])
+        held = self.held_out("val")
+        return held.tokens, held.chars
+
+    def held_out(self, which: str) -> HeldOut:
+        """The validation ("val") or test ("test") set with its per-document index."""
+        path = cache.build_once(
+            self.cache_dir / "splits" / f"{self.key}-{which}", lambda out: self._build_held_out(out, which)
+        )
+        tokens = cache.load_array(path / "tokens.npy")
+        arrays = {
+            k: cache.load_array(path / f"{k}.npy") for k in ("doc_keys", "unit_doc", "unit_ends", "doc_chars")
+        }
+        docs = DocIndex(
+            keys=arrays["doc_keys"],
+            of_target=subsets.document_of_targets(arrays["unit_ends"], arrays["unit_doc"], len(tokens)),
+            chars=arrays["doc_chars"],
+        )
+        return HeldOut(tokens, int(cache.read_json(path / "meta.json")["chars"]), docs)
 
     def training(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(tokens, doc_ends, doc_chars) of the whole training sequence."""
@@ -130,9 +166,12 @@ class Split:
         units = subsets.Units(tokens, arrays["offsets"], arrays["chars"], arrays["groups"], arrays["keys"])
         return units, arrays["candidates"]
 
-    def _held(self, units: subsets.Units, candidates: np.ndarray) -> np.ndarray:
+    def _held(self, units: subsets.Units, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(validation keys, test keys)."""
         key_tokens = subsets.tokens_per_key(units, candidates) if self.val_unit == "tokens" else None
-        return subsets.choose_validation(candidates, self.val_size, self.val_unit, self.seed, key_tokens)
+        return subsets.choose_heldout(
+            candidates, self.val_size, self.test_size, self.val_unit, self.seed, key_tokens
+        )
 
     def _separators(self) -> tuple[int, int]:
         sep = self.tok.encode("\n", add_special_tokens=False).ids
@@ -140,22 +179,25 @@ class Split:
             raise DataError(f"the tokenizer must encode a newline as one token, but it gives {sep}")
         return sep[0], eot_id(self.tok)
 
-    def _build_val(self, out: Path) -> None:
+    def _build_held_out(self, out: Path, which: str) -> None:
         units, candidates = self.units()
-        self.say(f"validation set of {corpora.describe(self.corpus)}")
-        layout = subsets.lay_out(
-            units, subsets.validation_order(units, self._held(units, candidates)), *self._separators()
-        )
+        val_keys, test_keys = self._held(units, candidates)
+        self.say(f"{'validation' if which == 'val' else 'test'} set of {corpora.describe(self.corpus)}")
+        order = subsets.validation_order(units, val_keys if which == "val" else test_keys)
+        layout = subsets.lay_out(units, order, *self._separators())
+        docs = subsets.held_out_documents(layout, units.keys[order])
         out.mkdir()
         cache.save_array(out / "tokens.npy", layout.tokens)
-        cache.write_json(
-            out / "meta.json", {"chars": int(layout.doc_chars[-1]), "docs": len(layout.doc_ends)}
-        )
+        for name, key in (("doc_keys", "keys"), ("unit_doc", "unit_doc"), ("unit_ends", "unit_ends")):
+            cache.save_array(out / f"{name}.npy", docs[key])
+        cache.save_array(out / "doc_chars.npy", docs["chars"])
+        chars = int(layout.doc_chars[-1]) if len(layout.doc_chars) else 0
+        cache.write_json(out / "meta.json", {"chars": chars, "docs": len(docs["keys"])})
 
     def _build_train(self, out: Path) -> None:
         units, candidates = self.units()
         self.say(f"training sequence of {corpora.describe(self.corpus)}")
-        order = subsets.training_order(units, self._held(units, candidates), self.seed)
+        order = subsets.training_order(units, np.concatenate(self._held(units, candidates)), self.seed)
         layout = subsets.lay_out(units, order, *self._separators())
         out.mkdir()
         cache.save_array(out / "tokens.npy", layout.tokens)

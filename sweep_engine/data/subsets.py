@@ -6,6 +6,9 @@ themselves); each unit has a hold-out key (verse id, or document index).
 - Validation: the units whose key is among the first keys of a seeded permutation of the candidate keys
   (`val_unit` "docs": `val_size` keys; "tokens": keys until the validation array holds >= `val_size` tokens).
   For the Bible the candidates are the verse ids every language has, so the same ids are held out everywhere.
+- Test: the next `test_size` keys of the same permutation (disjoint from validation, the same ids in every
+  language too): the best step and configuration are chosen on validation, the reported losses come from test.
+  With test_size 0 the validation set is exactly what it was before test splits existed.
 - Training: every other unit. Documents are laid out in a second seeded permutation, the units of a document
   joined by a separator token (newline) and each document followed by end-of-text. A training set of D_F
   tokens is the first D_F tokens of that one sequence, so every smaller subset is a prefix of every larger one.
@@ -53,41 +56,57 @@ def choose_validation(
     seed: int,
     key_tokens: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The held-out keys: a prefix of a seeded permutation of `candidates` (sorted result).
+    """The validation keys alone (choose_heldout with no test split)."""
+    return choose_heldout(candidates, val_size, 0, unit, seed, key_tokens)[0]
+
+
+def choose_heldout(
+    candidates: np.ndarray,
+    val_size: int,
+    test_size: int,
+    unit: str,
+    seed: int,
+    key_tokens: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The validation and test keys: consecutive blocks of one seeded permutation of `candidates` (each
+    sorted); validation first, so it does not depend on `test_size`.
 
     Args:
         candidates: sorted keys that may be held out.
-        val_size: how many keys ("docs") or tokens ("tokens").
+        val_size, test_size: how many keys ("docs") or tokens ("tokens") each; test_size may be 0.
         unit: "docs" or "tokens".
         seed: the split seed.
-        key_tokens: "tokens" only: tokens each candidate key adds to the validation array.
+        key_tokens: "tokens" only: tokens each candidate key adds to a held-out array.
 
     Raises:
-        DataError: val_size is not positive or larger than the corpus allows.
+        DataError: a size is out of range, or the held-out sets would leave no training documents.
     """
-    if val_size <= 0:
-        raise DataError(f"val_size > 0 must hold, but got {val_size}")
+    if val_size <= 0 or test_size < 0:
+        raise DataError(f"val_size > 0 and test_size >= 0 must hold, but got {val_size}, {test_size}")
     perm = _rng(seed, 0).permutation(len(candidates))
     if unit == "docs":
-        if val_size >= len(candidates):
+        if val_size + test_size >= len(candidates):
             raise DataError(
-                f"val_size < number of documents that may be held out must hold (training needs the rest), "
-                f"but got val_size={val_size}, documents={len(candidates)}"
+                f"val_size + test_size < number of documents that may be held out must hold (training needs "
+                f"the rest), but got val_size={val_size}, test_size={test_size}, documents={len(candidates)}"
             )
-        return np.sort(candidates[perm[:val_size]])
-    if unit == "tokens":
+        k_val, k_all = val_size, val_size + test_size
+    elif unit == "tokens":
         if key_tokens is None:
             raise ValueError("key_tokens is required when unit == 'tokens'")
         cum = np.cumsum(key_tokens[perm])
-        k = int(np.searchsorted(cum, val_size, side="left")) + 1  # first prefix with >= val_size tokens
-        if k >= len(candidates):
+        k_val = int(np.searchsorted(cum, val_size, side="left")) + 1  # first prefix with >= val_size tokens
+        before = int(cum[k_val - 1]) if k_val <= len(cum) else 0
+        k_all = int(np.searchsorted(cum, before + test_size, side="left")) + 1 if test_size else k_val
+        if k_all >= len(candidates):
             total = int(cum[-1]) if len(cum) else 0
             raise DataError(
-                f"a validation set of val_size={val_size} tokens must leave training documents, but the "
-                f"{len(candidates)} documents that may be held out have {total} tokens"
+                f"held-out sets of val_size={val_size} and test_size={test_size} tokens must leave training "
+                f"documents, but the {len(candidates)} documents that may be held out have {total} tokens"
             )
-        return np.sort(candidates[perm[:k]])
-    raise DataError(f"val_unit must be 'docs' or 'tokens', but got {unit!r}")
+    else:
+        raise DataError(f"val_unit must be 'docs' or 'tokens', but got {unit!r}")
+    return np.sort(candidates[perm[:k_val]]), np.sort(candidates[perm[k_val:k_all]])
 
 
 def tokens_per_key(units: Units, candidates: np.ndarray) -> np.ndarray:
@@ -115,18 +134,22 @@ def validation_order(units: Units, held: np.ndarray) -> np.ndarray:
 @dataclass
 class Layout:
     """One token sequence of documents: `tokens`, with `doc_ends[j]` the end of document j (after its
-    end-of-text) and `doc_chars[j]` the characters of documents 0..j (cumulative)."""
+    end-of-text) and `doc_chars[j]` the characters of documents 0..j (cumulative); per unit (in layout order)
+    `unit_ends` (after its separator or end-of-text) and `unit_chars` (its characters plus its separator's)."""
 
     tokens: np.ndarray  # int32
     doc_ends: np.ndarray  # int64, cumulative
     doc_chars: np.ndarray  # int64, cumulative
+    unit_ends: np.ndarray  # int64, cumulative
+    unit_chars: np.ndarray  # int64, not cumulative
 
 
 def lay_out(units: Units, order: np.ndarray, sep: int, eot: int, sep_chars: int = 1) -> Layout:
     """Concatenate units in `order`: a separator between units of one document, end-of-text after each
     document. A document's characters are its units' characters plus `sep_chars` per separator."""
     if len(order) == 0:
-        return Layout(np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.int64))
+        empty = np.zeros(0, np.int64)
+        return Layout(np.zeros(0, np.int32), empty, empty, empty, empty)
     groups = units.groups[order]
     last = np.ones(len(order), dtype=bool)
     last[:-1] = groups[1:] != groups[:-1]  # the unit ends its document
@@ -146,8 +169,37 @@ def lay_out(units: Units, order: np.ndarray, sep: int, eot: int, sep_chars: int 
     unit_chars = units.chars[order] + np.where(last, 0, sep_chars)
     doc_idx = np.flatnonzero(last)
     return Layout(
-        tokens=out, doc_ends=ends[doc_idx].astype(np.int64), doc_chars=np.cumsum(unit_chars)[doc_idx]
+        tokens=out,
+        doc_ends=ends[doc_idx].astype(np.int64),
+        doc_chars=np.cumsum(unit_chars)[doc_idx],
+        unit_ends=ends.astype(np.int64),
+        unit_chars=unit_chars.astype(np.int64),
     )
+
+
+def held_out_documents(layout: Layout, unit_keys: np.ndarray) -> dict[str, np.ndarray]:
+    """The per-document index of a held-out layout: its documents are its distinct hold-out keys (a verse id
+    holds the same verse in every language), so per-document losses pair up across runs and languages.
+
+    Args:
+        layout: lay_out() of the held-out units.
+        unit_keys: the hold-out key of each unit, in layout order.
+
+    Returns:
+        {"keys": [J] sorted keys, "unit_doc": [units] document of each unit, "unit_ends": [units] cumulative
+        token ends, "chars": [J] characters per document (separators included, so they sum to the layout's)}.
+    """
+    keys, unit_doc = np.unique(unit_keys, return_inverse=True)
+    chars = np.bincount(unit_doc, weights=layout.unit_chars, minlength=len(keys)).astype(np.int64)
+    return {"keys": keys.astype(np.int64), "unit_doc": unit_doc.astype(np.int32), "unit_ends": layout.unit_ends,
+            "chars": chars}  # fmt: skip
+
+
+def document_of_targets(unit_ends: np.ndarray, unit_doc: np.ndarray, n_tokens: int) -> np.ndarray:
+    """For each predicted position 1..n-1 of a held-out array, the document it belongs to (int32, n - 1):
+    a unit's tokens and its trailing separator are its document's."""
+    unit = np.searchsorted(unit_ends, np.arange(1, n_tokens), side="right")
+    return unit_doc[np.minimum(unit, len(unit_doc) - 1)].astype(np.int32)
 
 
 def _gather(units: Units, order: np.ndarray, seg: np.ndarray, trailer: np.ndarray, out: np.ndarray) -> None:

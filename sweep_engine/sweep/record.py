@@ -171,6 +171,8 @@ def final_metrics(result: TrialResult) -> dict[str, float]:
     }
     if result.val_tokens_per_char:
         out["best_val_bpc"] = result.best_val_loss * result.val_tokens_per_char / math.log(2)
+    if result.test_loss is not None and result.test_tokens_per_char:
+        out["test_bpc"] = result.test_loss * result.test_tokens_per_char / math.log(2)
     out.update({f"best_extra_val_loss_{k}": v for k, v in result.best_extra_val_loss.items()})
     out.update({f"zero_shot_extra_val_loss_{k}": v for k, v in result.zero_shot_extra_val_loss.items()})
     return out

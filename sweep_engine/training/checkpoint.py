@@ -69,6 +69,17 @@ def save_best(model: PreTrainedModel, workdir: Path, spec_dict: dict[str, Any]) 
     shutil.rmtree(old, ignore_errors=True)
 
 
+def load_best_weights(workdir: Path) -> dict[str, torch.Tensor] | None:
+    """The weights in workdir/best (a resumed run's best so far), or None when there are none yet."""
+    best = workdir / BEST_DIR
+    if not (best / "config.json").exists():
+        return None
+    from transformers import GPT2LMHeadModel
+
+    weights: dict[str, torch.Tensor] = GPT2LMHeadModel.from_pretrained(best).state_dict()
+    return weights
+
+
 def rng_states() -> dict[str, Any]:
     """Every RNG a run touches (torch CPU and CUDA, numpy's global, Python's)."""
     states: dict[str, Any] = {
@@ -125,6 +136,7 @@ class RunProgress:
     zero_shot_extra_val_loss: dict[str, float] = field(default_factory=dict)
     wall_s: float = 0.0  # wall time of earlier sessions of this trial
     train_s: float = 0.0  # training time only (no evaluation, no checkpoints), for throughput
+    best_val_doc_loss: list[float] = field(default_factory=list)  # per validation document, at the best step
 
 
 def save_state(

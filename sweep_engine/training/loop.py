@@ -29,10 +29,10 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from sweep_engine.data.batches import BatchSource
 from sweep_engine.errors import ConfigError, DataError
-from sweep_engine.spec import EvalPoint, Reporter, TrialData, TrialResult, TrialSpec
+from sweep_engine.spec import DocIndex, EvalPoint, Reporter, TrialData, TrialResult, TrialSpec
 from sweep_engine.training import checkpoint as ckpt
 from sweep_engine.training.checkpoint import load_result
-from sweep_engine.training.evaluate import eval_loss
+from sweep_engine.training.evaluate import eval_loss, eval_loss_by_doc
 from sweep_engine.training.model import (
     build_model,
     count_non_embedding,
@@ -173,14 +173,22 @@ def run_trial(
     def evaluate(tokens: np.ndarray) -> float:
         return eval_loss(lm, tokens, spec.context, device, autocast=autocast, rank=rank, world_size=world)
 
+    def evaluate_by_doc(tokens: np.ndarray, docs: DocIndex | None) -> tuple[float, np.ndarray | None]:
+        of_target, n_docs = (docs.of_target, len(docs.keys)) if docs is not None else (None, 0)
+        return eval_loss_by_doc(lm, tokens, spec.context, device, doc_of_target=of_target, n_docs=n_docs,
+                                autocast=autocast, rank=rank, world_size=world)  # fmt: skip
+
     def evaluate_extra() -> dict[str, float]:
         return {name: evaluate(arr) for name, arr in data.extra_val.items()}
 
     # ---- resume, or start (a fine-tuned run first records its zero-shot losses) -------------------------------
+    # The best step's weights stay in memory (every rank): the test split is evaluated with them at the end.
+    best_weights: dict[str, torch.Tensor] | None = None
     state = ckpt.load_state(workdir)
     if state is not None:
         progress = ckpt.restore_state(state, spec.key(), lm, optimizer, batches)
         del state  # the tensors are in the model and optimizer now; do not keep a second copy alive
+        best_weights = ckpt.load_best_weights(workdir)
         log.info("trial %s resumes at step %d", spec.key(), progress.step)
     else:
         progress = ckpt.RunProgress()
@@ -213,10 +221,14 @@ def run_trial(
         interval_s = time.perf_counter() - t_train
         progress.train_s += interval_s
         tokens = progress.step * spec.batch_tokens
-        point = EvalPoint(tokens, progress.step, evaluate(data.val), train_loss, lr, evaluate_extra())
+        val_loss, val_by_doc = evaluate_by_doc(data.val, data.val_docs)
+        point = EvalPoint(tokens, progress.step, val_loss, train_loss, lr, evaluate_extra())
         new_best = record_eval(progress, point, stop, at_cap=progress.step >= max_steps)
-        if new_best and master:
-            ckpt.save_best(lm, workdir, spec.to_dict())
+        if new_best:
+            best_weights = {k: v.detach().to("cpu", copy=True) for k, v in lm.state_dict().items()}
+            progress.best_val_doc_loss = val_by_doc.tolist() if val_by_doc is not None else []
+            if master:
+                ckpt.save_best(lm, workdir, spec.to_dict())
         evals += 1
         saved = master and (evals % checkpoint_every == 0 or progress.stop_reason is not None)
         if saved:
@@ -239,6 +251,17 @@ def run_trial(
         steps_since_eval = 0
         t_train = time.perf_counter()
 
+    # ---- the test split, with the best step's weights; per-document losses for the analysis' bootstrap ---------
+    test_loss: float | None = None
+    doc_losses: dict[str, dict[str, list[object]]] = {}
+    if data.val_docs is not None and progress.best_val_doc_loss:
+        doc_losses["val"] = data.val_docs.to_json(progress.best_val_doc_loss)
+    if data.test is not None and best_weights is not None:
+        lm.load_state_dict(best_weights)
+        test_loss, test_by_doc = evaluate_by_doc(data.test, data.test_docs)
+        if data.test_docs is not None and test_by_doc is not None:
+            doc_losses["test"] = data.test_docs.to_json(test_by_doc)
+
     # ---- the result -----------------------------------------------------------------------------------------
     tokens_seen = progress.step * spec.batch_tokens
     result = TrialResult(
@@ -260,6 +283,11 @@ def run_trial(
         best_extra_val_loss=progress.best_extra_val_loss,
         zero_shot_extra_val_loss=progress.zero_shot_extra_val_loss,
         notes=notes,
+        test_loss=test_loss,
+        test_tokens_per_char=len(data.test) / data.test_chars
+        if data.test is not None and data.test_chars
+        else 0.0,
+        doc_losses=doc_losses,
     )
     if master:
         ckpt.write_result(workdir, result)

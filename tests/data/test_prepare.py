@@ -50,7 +50,7 @@ def test_bible_trial_data_in_four_languages(en_tok_spec: TokenizerSpec, cache_di
             lambda _: None,
         )
         units, candidates = split.units()
-        held[lang] = split._held(units, candidates)
+        held[lang] = split._held(units, candidates)[0]
         train_units = subsets.training_order(units, held[lang], 0)
         assert not np.isin(units.keys[train_units], held[lang]).any()
         assert len(train_units) + 300 == len(units.keys)
@@ -131,3 +131,31 @@ def test_prepare_data_builds_everything_and_reports_tokens_per_char(
     with pytest.raises(DataError, match="does not exist"):
         prepare_data([*specs, bad], tmp_path / "cache2")
     assert not (tmp_path / "cache2").exists()  # checked before anything was built
+
+
+def test_test_split_is_disjoint_shared_across_languages_and_kept_out_of_training(
+    en_tok_spec: TokenizerSpec, cache_dir: Path
+) -> None:
+    data = {
+        lang: load_trial_data(_bible_data(en_tok_spec, lang, 2000, test_size=150), cache_dir)
+        for lang in ("de", "zh")
+    }
+    for lang, td in data.items():
+        assert td.test is not None and td.val_docs is not None and td.test_docs is not None
+        assert len(td.val_docs.keys) == 300 and len(td.test_docs.keys) == 150
+        assert not set(td.val_docs.keys) & set(td.test_docs.keys)  # disjoint
+        for arr, docs, chars in ((td.val, td.val_docs, td.val_chars), (td.test, td.test_docs, td.test_chars)):
+            assert docs.tokens.sum() == len(arr) - 1 and docs.of_target.shape == (len(arr) - 1,)
+            assert docs.chars.sum() == chars  # per-document characters add up to the split's
+        split = Split(_nt(lang), load_tokenizer(en_tok_spec, cache_dir), load_tokenizer_with_key(en_tok_spec, cache_dir)[1],
+                      300, "docs", 0, cache_dir, lambda _: None, 150)  # fmt: skip
+        units, candidates = split.units()
+        val_keys, test_keys = split._held(units, candidates)
+        train_units = subsets.training_order(units, np.concatenate([val_keys, test_keys]), 0)
+        assert not np.isin(units.keys[train_units], test_keys).any()
+        np.testing.assert_array_equal(test_keys, td.test_docs.keys)
+    np.testing.assert_array_equal(data["de"].test_docs.keys, data["zh"].test_docs.keys)  # the same verses
+    # Validation does not move when a test split is added: spaces without one keep their validation set.
+    without = load_trial_data(_bible_data(en_tok_spec, "de", 2000), cache_dir)
+    np.testing.assert_array_equal(without.val, data["de"].val)
+    assert without.test is None

@@ -154,7 +154,7 @@ def test_sizes_that_do_not_fit_are_data_errors() -> None:
     with pytest.raises(DataError, match="d_f > 0"):
         subsets.check_d_f(0, 10, "corpus x")
     assert subsets.check_d_f(None, 10, "corpus x") == 10
-    with pytest.raises(DataError, match="val_size=5, documents=5"):
+    with pytest.raises(DataError, match="val_size=5, test_size=0, documents=5"):
         subsets.choose_validation(np.arange(5), 5, "docs", 0)
     with pytest.raises(DataError, match="val_size > 0"):
         subsets.choose_validation(np.arange(5), 0, "docs", 0)
@@ -187,3 +187,17 @@ def test_large_layouts_are_gathered_in_chunks(monkeypatch: pytest.MonkeyPatch) -
         ]
     )
     np.testing.assert_array_equal(whole.tokens, expected)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.data())
+def test_test_keys_follow_validation_in_the_same_permutation(data: st.DataObject) -> None:
+    candidates = np.sort(np.random.default_rng(0).choice(10_000, size=300, replace=False))
+    val_size = data.draw(st.integers(1, 150))
+    test_size = data.draw(st.integers(0, 299 - val_size))
+    seed = data.draw(st.integers(0, 5))
+    val, test = subsets.choose_heldout(candidates, val_size, test_size, "docs", seed)
+    assert len(val) == val_size and len(test) == test_size and not set(val) & set(test)
+    np.testing.assert_array_equal(val, subsets.choose_validation(candidates, val_size, "docs", seed))
+    with pytest.raises(DataError, match="training needs the rest"):
+        subsets.choose_heldout(candidates, val_size, 300 - val_size, "docs", seed)

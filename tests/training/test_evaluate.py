@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sweep_engine.errors import DataError
-from sweep_engine.training.evaluate import eval_loss
+from sweep_engine.training.evaluate import eval_loss, eval_loss_by_doc
 from sweep_engine.training.model import SIZES, build_model
 
 CTX = 16
@@ -32,3 +32,34 @@ def test_eval_loss_covers_the_whole_set_including_the_tail() -> None:
 def test_eval_loss_needs_two_tokens() -> None:
     with pytest.raises(DataError, match="at least 2"):
         eval_loss(build_model(SIZES["xs"], 64, CTX), np.array([3]), CTX, torch.device("cpu"))
+
+
+def test_per_document_sums_add_up_to_the_mean_and_match_a_direct_computation() -> None:
+    torch.manual_seed(0)
+    model = build_model(SIZES["xs"], 64, CTX)
+    tokens = np.random.default_rng(1).integers(0, 64, size=5 * CTX + 7).astype(np.int32)  # a tail of 6
+    of_target = (np.arange(1, len(tokens)) // 11).astype(np.int32)  # documents of 11 tokens
+    n_docs = int(of_target.max()) + 1
+    mean, by_doc = eval_loss_by_doc(
+        model, tokens, CTX, torch.device("cpu"), doc_of_target=of_target, n_docs=n_docs
+    )
+    assert by_doc is not None and by_doc.shape == (n_docs,)
+    assert by_doc.sum() / (len(tokens) - 1) == pytest.approx(mean, rel=1e-9)
+    assert mean == pytest.approx(eval_loss(model, tokens, CTX, torch.device("cpu")), rel=1e-12)
+    # Document 3 directly: the token losses of its predicted positions, window by window.
+    with torch.no_grad():
+        per_token = []
+        for start in range(0, len(tokens) - 1, CTX):
+            w = torch.from_numpy(tokens[start : start + CTX + 1].astype(np.int64))[None]
+            logits = model(input_ids=w[:, :-1]).logits
+            per_token.append(torch.nn.functional.cross_entropy(logits[0], w[0, 1:], reduction="none"))
+        losses = torch.cat(per_token).double().numpy()
+    assert by_doc[3] == pytest.approx(losses[of_target == 3].sum(), rel=1e-6)
+
+
+def test_per_document_index_must_fit_the_array() -> None:
+    model = build_model(SIZES["xs"], 64, CTX)
+    with pytest.raises(DataError, match="one document per predicted token"):
+        eval_loss_by_doc(
+            model, np.arange(10) % 64, CTX, torch.device("cpu"), doc_of_target=np.zeros(3, np.int32), n_docs=1
+        )

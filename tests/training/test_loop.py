@@ -22,6 +22,7 @@ from sweep_engine.errors import ConfigError, DataError
 from sweep_engine.spec import (
     CorpusSpec,
     DataSpec,
+    DocIndex,
     ListReporter,
     ScheduleSpec,
     StoppingSpec,
@@ -52,17 +53,29 @@ def markov_tokens(n: int = 40_000, vocab: int = VOCAB, seed: int = 0) -> np.ndar
     return out
 
 
+def make_docs(n_tokens: int, doc_len: int = 37, first_key: int = 0) -> DocIndex:
+    """Documents of `doc_len` tokens laid end to end (the last one shorter), as held-out sets have."""
+    of_target = (np.arange(1, n_tokens) // doc_len).astype(np.int32)
+    n_docs = int(of_target.max()) + 1
+    return DocIndex(
+        keys=np.arange(first_key, first_key + n_docs), of_target=of_target, chars=np.full(n_docs, 2 * doc_len)
+    )
+
+
 def make_data(d_f: int = 20_000, vocab: int = VOCAB) -> TrialData:
     toks = markov_tokens()
+    val, test = toks[30_000:32_001], toks[35_000:36_500]
     return TrialData(
         train=toks[:d_f],
-        val=toks[
-            30_000:32_001
-        ],  # 2001 tokens: 125 full windows of 16 plus nothing left; see eval test for tails
+        val=val,  # 2001 tokens: 125 full windows of 16 plus nothing left; see eval test for tails
         vocab_size=vocab,
         train_chars=2 * d_f,
         val_chars=4002,
         extra_val={"en": toks[33_000:34_000]},
+        test=test,  # 1500 tokens: 93 windows of 16 and a tail of 11
+        test_chars=3000,
+        val_docs=make_docs(len(val)),
+        test_docs=make_docs(len(test), first_key=1000),
     )
 
 
@@ -142,6 +155,23 @@ def test_budget_run_records_everything(tmp_path: Path) -> None:
     )
 
 
+def test_test_split_and_per_document_losses_come_from_the_best_step(tmp_path: Path) -> None:
+    spec = make_spec(lr=1e-2, stopping=stopping(token_cap=100_000, eval_interval_tokens=1024))
+    data = make_data(d_f=600)
+    result = run_trial(spec, ListReporter(), workdir=tmp_path, data=data)
+    assert result.stop_reason == "overfit" and result.tokens_at_best < result.tokens_seen
+    best = GPT2LMHeadModel.from_pretrained(tmp_path / "best")  # the best step's weights, not the last step's
+    assert data.test is not None and data.test_docs is not None and data.val_docs is not None
+    assert result.test_loss == pytest.approx(eval_loss(best, data.test, CTX, torch.device("cpu")), abs=1e-6)
+    assert result.test_tokens_per_char == pytest.approx(1500 / 3000)
+    val, test = result.doc_losses["val"], result.doc_losses["test"]
+    assert val["keys"] == list(range(len(data.val_docs.keys))) and test["keys"][0] == 1000
+    assert sum(val["tokens"]) == len(data.val) - 1 and sum(test["tokens"]) == len(data.test) - 1
+    assert sum(val["loss"]) / sum(val["tokens"]) == pytest.approx(result.best_val_loss, abs=1e-6)
+    assert sum(test["loss"]) / sum(test["tokens"]) == pytest.approx(result.test_loss, abs=1e-6)
+    assert load_result(tmp_path) == result  # result.json carries them
+
+
 def test_tiny_training_set_overfits(tmp_path: Path) -> None:
     spec = make_spec(lr=1e-2, stopping=stopping(token_cap=200_000, eval_interval_tokens=1024))
     result = run_trial(spec, ListReporter(), workdir=tmp_path, data=make_data(d_f=600))
@@ -202,6 +232,8 @@ def test_resume_reproduces_the_uninterrupted_curve(tmp_path: Path, checkpoint_ev
     resumed = run_trial(spec, rest, workdir=tmp_path / "b", data=data, checkpoint_every=checkpoint_every)
     assert curve_losses(resumed) == curve_losses(whole)  # exactly, not approximately
     assert resumed.best_val_loss == whole.best_val_loss and resumed.stop_reason == whole.stop_reason
+    # The best weights of the first session come back from best/: the test split sees the same model.
+    assert resumed.test_loss == whole.test_loss and resumed.doc_losses == whole.doc_losses
     # with a state every 2 evaluations, the 5th is redone after the resume
     assert rest.reports[0]["step"] == (6 if checkpoint_every == 1 else 5) * 4
 
@@ -329,6 +361,8 @@ def _ddp_worker(rank: int, world: int, port: int, workdir: str, out: str) -> Non
             "curve": curve_losses(result),
             "reports": len(reporter.reports),
             "ckpt": reporter.checkpoints,
+            "test_loss": result.test_loss,
+            "doc_losses": result.doc_losses,
         }
         Path(out, f"rank{rank}.json").write_text(json.dumps(payload))
     finally:
@@ -355,6 +389,11 @@ def test_two_process_ddp_matches_one_process(tmp_path: Path) -> None:
     got = np.array([[v, t] for _, v, t in ranks[0]["curve"]])
     want = np.array([[v, t] for _, v, t in curve_losses(single)])
     np.testing.assert_allclose(got, want, rtol=0, atol=DDP_TOLERANCE)
+    assert ranks[0]["test_loss"] == pytest.approx(single.test_loss, abs=DDP_TOLERANCE)
+    for split in ("val", "test"):  # per-document sums are all-reduced like the mean
+        np.testing.assert_allclose(
+            ranks[0]["doc_losses"][split]["loss"], single.doc_losses[split]["loss"], rtol=0, atol=1e-3
+        )
     assert load_result(tmp_path / "ddp") is not None
     assert sorted(os.listdir(tmp_path / "ddp")) == ["best", "result.json"]
 
