@@ -46,21 +46,29 @@ def best_cells(ledger: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=[*CELL_KEYS, "loss", "bpc", "split", "n_seeds", "n_configs"])
     config = [c for c in CONFIG_COLS if c in runs.columns]
     runs[config] = runs[config].fillna("-")  # NaN keys would drop rows from the groupby
-    runs["_still_falling"] = [still_falling(r) for r in runs.to_dict(orient="records")]
+    runs["_still_falling"] = [
+        still_falling(r)
+        for r in runs[[c for c in runs.columns if c != "doc_losses"]].to_dict(orient="records")
+    ]
+    # One grouping by cell and configuration: each configuration's mean validation loss, the runs behind it,
+    # and per cell the configuration with the lowest mean (the first of equals, in sorted order).
+    by_config = runs.groupby(CELL_KEYS + config, sort=True, dropna=False)
+    means = by_config["best_val_loss"].mean()
+    positions = by_config.indices
+    per_cell = means.groupby(level=list(range(len(CELL_KEYS))), sort=True)
+    numeric = [c for c in runs.select_dtypes("number").columns if c not in CELL_KEYS]
     rows = []
-    for key, cell in runs.groupby(CELL_KEYS, sort=True):
-        by_config = cell.groupby(config, sort=True, dropna=False)
-        chosen_key = by_config["best_val_loss"].mean().idxmin()
-        chosen = by_config.get_group(chosen_key if isinstance(chosen_key, tuple) else (chosen_key,))
-        rows.append(_cell_row(dict(zip(CELL_KEYS, key, strict=True)), chosen, config, by_config.ngroups))
+    for (key, chosen_key), n_configs in zip(per_cell.idxmin().items(), per_cell.size(), strict=True):
+        chosen = runs.iloc[positions[chosen_key]]
+        rows.append(_cell_row(dict(zip(CELL_KEYS, key, strict=True)), chosen, config, n_configs, numeric))
     return pd.DataFrame(rows).sort_values(CELL_KEYS).reset_index(drop=True)
 
 
 def _cell_row(
-    keys: dict[str, Any], chosen: pd.DataFrame, config: list[str], n_configs: int
+    keys: dict[str, Any], chosen: pd.DataFrame, config: list[str], n_configs: int, numeric_cols: list[str]
 ) -> dict[str, Any]:
     first = chosen.iloc[0]
-    numeric = {c: float(chosen[c].mean()) for c in chosen.select_dtypes("number").columns if c not in keys}
+    numeric = {c: float(v) for c, v in chosen[numeric_cols].mean().items()}
     has_test = "test_loss" in chosen and bool(chosen["test_loss"].notna().all())
     loss = chosen["test_loss"] if has_test else chosen["best_val_loss"]
     bpc = chosen["test_bpc"] if has_test and "test_bpc" in chosen else chosen["best_val_bpc"]

@@ -92,6 +92,17 @@ class ScratchCurve:
         above = self.mono[-1, r] + (x - self.log_d[-1]) * self.slope_hi[r]
         return np.where(x < self.log_d[0], below, np.where(x > self.log_d[-1], above, inside))
 
+    def slope_at(self, log_d: np.ndarray, r: int = 0) -> np.ndarray:
+        """d log loss / d log D of replicate r's curve at log D (the derivative of `log_loss_at`: the slope of
+        the tabulated segment inside the range, the end segments' slopes outside)."""
+        x = np.asarray(log_d, dtype=float)
+        gx, gy = self.grid_x, self.grid_y[:, r]
+        i = np.clip(np.searchsorted(gx, x, side="right") - 1, 0, len(gx) - 2)
+        inside = (gy[i + 1] - gy[i]) / (gx[i + 1] - gx[i])
+        return np.where(
+            x < self.log_d[0], self.slope_lo[r], np.where(x > self.log_d[-1], self.slope_hi[r], inside)
+        )
+
     def invert(self, loss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """D_E for a loss per replicate.
 

@@ -69,6 +69,7 @@ def analyze_transfer(
     *,
     low_data: dict[tuple[str, float, float], str] | None = None,
     seed: int = 0,
+    fit_law: bool = True,
 ) -> TransferAnalysis:
     """D_E, D_T, D_F / D_E, the gaps and the transfer law for every language in the cell table.
 
@@ -78,6 +79,8 @@ def analyze_transfer(
         low_data: (language, N, D_F) -> "low-data" / "beyond low-data" / "unknown" (regimes.py); cells
             known to lie beyond the low-data regime are kept out of the transfer law.
         seed: seeds the transfer-law fits' starts (deterministic otherwise).
+        fit_law: fit the transfer law (the slow part; `plan --power` skips it when only the per-cell answers
+            and the ordering are asked for).
 
     Returns:
         TransferAnalysis with one LanguageTransfer per language and a cross-language comparison table.
@@ -89,7 +92,7 @@ def analyze_transfer(
         curves = scratch_curves(lc, reps, basis)
         table, cell_reps = transfer_table(lc, reps, curves, basis, low_data or {})
         lt = LanguageTransfer(lang, basis, curves, table, cell_reps)
-        if not table.empty:
+        if fit_law and not table.empty:
             lt.law = fit_transfer_law(lt, reps, lc, seed=seed)
         languages[lang] = lt
     return TransferAnalysis(languages=languages, comparison=comparison_table(languages), method=reps.method)
