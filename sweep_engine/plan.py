@@ -57,6 +57,28 @@ def tokens_per_second(trial: TrialSpec, vocab: int, measured: dict[str, float] |
     return rate / per_token
 
 
+def trial_flops(trial: TrialSpec) -> float:
+    """Upper bound on one trial's training FLOPs: 6 N per token up to its token cap (Kaplan)."""
+    return 6.0 * non_embedding_params(trial.model) * trial.stopping.token_cap
+
+
+def study_flops(spaces: list[Space]) -> dict[str, float]:
+    """Training FLOPs (upper bounds) of several spaces run as one study, per stage.
+
+    The pre-training trials the target spaces share through `pretrain_from` have the same keys and run once,
+    so each is counted once; the Optuna search is costed as its budget of trials per cell, as in `make_plan`.
+    """
+    pretrain: dict[str, float] = {}
+    transfer = 0.0
+    for space in spaces:
+        trials = expand(space)
+        grid = [t for t in trials if t.stage == "transfer"]
+        scale = count_trials(space)["transfer"] / len(grid) if grid else 0.0
+        transfer += sum(trial_flops(t) for t in grid) * scale
+        pretrain.update({t.key(): trial_flops(t) for t in trials if t.stage == "pretrain"})
+    return {"pretrain": sum(pretrain.values()), "transfer": transfer}
+
+
 def make_plan(space: Space, measured: dict[str, float] | None = None) -> Plan:
     """Cost per stage. `measured` maps shape name to one-thread tokens/s (see `training.step.calibrate`)."""
     counts = count_trials(space)
@@ -69,7 +91,7 @@ def make_plan(space: Space, measured: dict[str, float] | None = None) -> Plan:
         # The Optuna search samples its trials at run time; cost it as its budget of trials per cell.
         scale = counts[stage] / len(grid) if grid else 0.0
         tokens = sum(t.stopping.token_cap for t in grid) * scale
-        flops = sum(6 * non_embedding_params(t.model) * t.stopping.token_cap for t in grid) * scale
+        flops = sum(trial_flops(t) for t in grid) * scale
         durations = [t.stopping.token_cap / tokens_per_second(t, vocab, measured) for t in grid]
         # Trials run `concurrency` at a time, but a stage lasts at least as long as its longest trial.
         seconds = max(sum(durations) * scale / concurrency, max(durations, default=0.0))

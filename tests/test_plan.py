@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from sweep_engine.config import load_space
-from sweep_engine.plan import make_plan
+from sweep_engine.plan import make_plan, study_flops
 from sweep_engine.shapes import non_embedding_params
 from sweep_engine.space import count_trials, expand
 from tests.test_config import minimal, write
@@ -57,3 +57,11 @@ def test_calibrate_measures_each_shape(tmp_path: Path) -> None:
     pre = plan.stages[0]
     expected_s = space.pretrain.stopping.token_cap / measured["xs"]
     assert pre.est_hours * 3600 == pytest.approx(expected_s, rel=1e-6)
+
+
+def test_study_flops_count_shared_pretraining_once() -> None:
+    spaces = [load_space(SPACES / f"{name}.yaml") for name in ("german", "chinese")]
+    one = [{s.stage: s.flops for s in make_plan(space).stages} for space in spaces]
+    both = study_flops(spaces)
+    assert both["pretrain"] == pytest.approx(one[0]["pretrain"]) == pytest.approx(one[1]["pretrain"])
+    assert both["transfer"] == pytest.approx(one[0]["transfer"] + one[1]["transfer"])
