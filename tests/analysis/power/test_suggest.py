@@ -1,0 +1,58 @@
+"""The single changes: exactly the grid the overrides would run, costed by plan.py's model."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+
+from sweep_engine.analysis.power.grid import plan_grid
+from sweep_engine.analysis.power.suggest import candidate_changes, per_flop
+from sweep_engine.config import load_space
+from sweep_engine.plan import study_flops
+from sweep_engine.shapes import LAPTOP_SIZES, non_embedding_params
+
+SPACES = Path(__file__).resolve().parents[3] / "search_spaces"
+
+
+def _changes(*paths: Path) -> dict:  # type: ignore[type-arg]
+    return {c.name: c for c in candidate_changes(plan_grid(list(paths)))}
+
+
+def test_laptop_changes_and_their_costs() -> None:
+    path = SPACES / "german.yaml"
+    planned = plan_grid([path])
+    c = _changes(path)
+    transfer = planned.flops["transfer"]
+    # One more seed everywhere doubles the transfer runs of a one-seed space; pre-training is unchanged.
+    assert c["seed"].grid.seeds == 2 and c["seed"].extra_flops == pytest.approx(transfer)
+    # One more seed at the smallest D_F costs that D_F's share of the transfer runs.
+    assert c["seed_smallest"].grid.seeds_at(250.0) == 2 and c["seed_smallest"].grid.seeds_at(1000.0) == 1
+    assert c["seed_smallest"].extra_flops == pytest.approx(transfer / len(planned.grid.d_f))
+    # 250 / 4 = 62 tokens cannot fill a 128-token window: the new D_F is one window plus one token.
+    assert c["d_f_below"].grid.d_f[0] == 129.0 and "'transfer.d_f=[129, 250," in c["d_f_below"].how
+    assert c["d_f_below"].extra_flops == pytest.approx(transfer / len(planned.grid.d_f))
+    # The next laptop size, with its English pre-training.
+    n_l = non_embedding_params(LAPTOP_SIZES["l"])
+    assert c["size"].grid.sizes["l"] == n_l
+    added = study_flops([load_space(path, shlex.split(c["size"].how))])
+    assert c["size"].extra_flops == pytest.approx(sum(added.values()) - planned.total_flops)
+    assert c["size"].extra_flops > added["pretrain"] - planned.flops["pretrain"] > 0
+    # A larger test set: only its evaluation, a small fraction of the study.
+    assert c["test_set"].grid.test_docs == 2 * planned.grid.test_docs
+    assert 0 < c["test_set"].extra_flops < 0.05 * planned.total_flops
+
+
+def test_sizes_come_from_the_spaces_family() -> None:
+    assert _changes(SPACES / "quick" / "german.yaml")["size"].grid.sizes.keys() >= {"s"}
+    paper = _changes(SPACES / "paper" / "german.yaml")["size"]
+    # Every paper size is in the grid already: half the smallest one's layers.
+    assert "3.3M-half" in paper.grid.sizes and paper.grid.sizes["3.3M-half"] < paper.grid.sizes["3.3M"]
+    # The paper space's new D_F: 8,000 / 10 = 800 tokens is under one 1,024-token window.
+    assert _changes(SPACES / "paper" / "german.yaml")["d_f_below"].grid.d_f[0] == 1025.0
+
+
+def test_only_gains_count_per_flop() -> None:
+    assert per_flop(0.1, 1e15) == pytest.approx(0.1)
+    assert per_flop(0.0, 1e15) == per_flop(-0.1, 1e15) == float("-inf")
