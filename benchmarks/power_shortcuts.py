@@ -5,7 +5,8 @@
 `plan --power` analyses each simulated ledger with BOOTSTRAP replicates and without the joint fits of
 regimes.py (they only label cells "beyond low-data", which the law then leaves out). Here every world's ledger
 (default: the laptop spaces german + chinese, every document simulated) is analysed both ways: the power path,
-and `pipeline.analyze_ledger` as `sweep-engine analyze` runs it (joint fits, 200 replicates). Printed per
+and `pipeline.analyze_ledger` as `sweep-engine analyze SPACE` runs it (the space's analysis settings: its joint
+forms and 200 replicates). Printed per
 question group: the share resolved each way, the paired difference with its SE, and how often the two agree.
 Also timed: seconds per world of each path, measured side by side.
 """
@@ -16,13 +17,15 @@ import argparse
 import math
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from sweep_engine.analysis.cells import best_cells
+from sweep_engine.analysis.commands import options_of
 from sweep_engine.analysis.pipeline import analyze_ledger
-from sweep_engine.analysis.power.calibrate import REPORT_BOOTSTRAP, group_shares
+from sweep_engine.analysis.power.calibrate import group_shares
 from sweep_engine.analysis.power.grid import plan_grid
 from sweep_engine.analysis.power.prior import DefaultPrior
 from sweep_engine.analysis.power.questions import QUESTIONS, Outcome, d_t_answers, law_answers, order_answers
@@ -53,7 +56,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=None, help="default: a fresh random seed (printed)")
     args = ap.parse_args()
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
-    grid = plan_grid([Path(p) for p in args.spaces]).grid
+    planned = plan_grid([Path(p) for p in args.spaces])
+    grid = planned.grid
+    space_options = options_of(planned.spaces[0].analysis)  # what `analyze SPACE` would use
     asked = Asked.of(grid, frozenset(QUESTIONS), 0.2)
     fast, full, t_fast, t_full = [], [], 0.0, 0.0
     for w in range(args.worlds):
@@ -64,11 +69,12 @@ def main() -> None:
         ta = analyze_transfer(cells, replicate_cells(cells, ledger, bootstrap=BOOTSTRAP, seed=w))
         fast.append(score(ta, world, asked))
         t1 = time.process_time()
-        full.append(score(analyze_ledger(ledger, bootstrap=REPORT_BOOTSTRAP, seed=w).transfer, world, asked))
+        options = replace(space_options, seed=w)
+        full.append(score(analyze_ledger(ledger, options).transfer, world, asked))
         t_fast, t_full = t_fast + t1 - t0, t_full + time.process_time() - t1
     print(f"seed {seed}; {args.worlds} worlds of {', '.join(grid.languages or ())} ({len(grid.sizes)} sizes x "
-          f"{len(grid.d_f)} D_F); power path {BOOTSTRAP} replicates, no joint fits; full analysis "
-          f"{REPORT_BOOTSTRAP} replicates with joint fits")  # fmt: skip
+          f"{len(grid.d_f)} D_F); power path {BOOTSTRAP} replicates, no joint fits; full analysis as `analyze` "
+          f"runs it for the space: {space_options.bootstrap} replicates, laws {list(space_options.laws)}")  # fmt: skip
     a, b = group_shares(fast, asked), group_shares(full, asked)
     print(f"{'question group':<48} {'power path':>10} {'full':>8} {'difference':>16}")
     for name in a:

@@ -180,6 +180,9 @@ class TransferConfig(TrainingConfig):
     lr: Annotated[list[PosFloat], Field(min_length=1)]
     schedules: Annotated[list[ScheduleConfig], Field(min_length=1)] = [ScheduleConfig(warmup_steps=300)]
     seeds: Annotated[list[NonNegInt], Field(min_length=1)] = [0]
+    # More (or other) seeds at some D_F: {250: [0, 1, 2]}. Where the gap to scratch is smallest against the
+    # run-to-run noise, a third seed narrows its interval most.
+    seeds_by_d_f: dict[PosInt, Annotated[list[NonNegInt], Field(min_length=1)]] = {}
     extra_val: dict[str, CorpusConfig] = {}  # e.g. {en: ...}: English loss after fine-tuning (forgetting)
 
     @field_validator("d_f", "lr", "init", "seeds")
@@ -190,38 +193,69 @@ class TransferConfig(TrainingConfig):
             raise ValueError(f"values must be unique, got duplicates {dupes}")
         return values
 
+    @model_validator(mode="after")
+    def _seeds_at_listed_d_f(self) -> TransferConfig:
+        unknown = sorted(set(self.seeds_by_d_f) - set(self.d_f))
+        if unknown:
+            raise ValueError(f"seeds_by_d_f keys must be values of d_f {self.d_f}, got {unknown}")
+        for d_f, seeds in self.seeds_by_d_f.items():
+            if len(set(seeds)) != len(seeds):
+                raise ValueError(f"seeds_by_d_f[{d_f}] must be unique, got {seeds}")
+        return self
+
+    def seeds_at(self, d_f: int) -> list[int]:
+        """The seeds of the cells at this D_F."""
+        return self.seeds_by_d_f.get(d_f, self.seeds)
+
 
 class TrackingConfig(Strict):
     uri: str | None = None  # default: sqlite:///<storage>/mlflow.db
     experiment: str | None = None  # default: the space's name
 
 
+class HalvingConfig(Strict):
+    """Successive halving between a cell's LR/schedule arms (sweep/halving.py): compare the arms of the cell's
+    first seed after `first_rung`, first_rung x eta, ... evaluations, keep the best 1/eta, stop the rest; the
+    cell's other seeds then run the winning arm only."""
+
+    eta: Annotated[int, Field(ge=2)] = 2
+    first_rung: PosInt = 2
+
+
 class SearchConfig(Strict):
-    """How a cell's LR/schedule is searched: the full grid, or an Optuna sampler with a budget per cell over a
-    log-uniform LR range and the listed schedules."""
+    """How a cell's LR/schedule is searched: the full grid (optionally halving its arms), or an Optuna sampler
+    with a budget per cell over a log-uniform LR range and the listed schedules."""
 
     kind: Literal["grid", "optuna"] = "grid"
     trials_per_cell: PosInt | None = None
     sampler: Literal["tpe", "random"] = "tpe"
     lr_range: tuple[PosFloat, PosFloat] | None = None
+    halving: HalvingConfig | None = None
 
     @model_validator(mode="after")
     def _optuna_needs_budget(self) -> SearchConfig:
         if self.kind == "optuna" and (self.trials_per_cell is None or self.lr_range is None):
             raise ValueError("kind 'optuna' needs trials_per_cell and lr_range")
+        if self.kind == "optuna" and self.halving is not None:
+            raise ValueError("halving applies to kind 'grid' (an Optuna search chooses its own arms)")
         if self.lr_range and self.lr_range[0] >= self.lr_range[1]:
             raise ValueError(f"lr_range must be [low, high] with low < high, got {list(self.lr_range)}")
         return self
 
 
 class AnalysisConfig(Strict):
+    """What `analyze` fits for this space (analysis/pipeline.py, AnalysisOptions): `laws` kaplan / chinchilla
+    = the joint forms the regimes choose between, transfer = the transfer law, power / rectified = a pure law
+    beside each scratch curve, overtrain = Gadre et al.'s L(C, M); `holdout_largest` = the hold-out check;
+    `bootstrap` replicates and their `seed`."""
+
     laws: list[Literal["chinchilla", "kaplan", "power", "rectified", "overtrain", "transfer"]] = [
-        "power",
         "kaplan",
+        "chinchilla",
         "transfer",
     ]
     bootstrap: NonNegInt = 200
-    holdout_largest: bool = False
+    holdout_largest: bool = True
     seed: NonNegInt = 0
 
 
@@ -254,6 +288,8 @@ class Space(Strict):
                 )
         if self.transfer:
             problems += _check_transfer(self.transfer, self.pretrain)
+            if self.transfer.seeds_by_d_f and self.search.kind == "optuna":
+                problems.append("transfer.seeds_by_d_f: applies to search kind 'grid', not 'optuna'")
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -17,7 +17,7 @@ run), 130 interrupted (`sweep-engine resume SPACE`, or the demo again, continues
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -130,15 +130,16 @@ def demo_cmd(
     for line in _pretrain_lines(launched):
         typer.echo(line)
 
+    from sweep_engine.analysis.commands import options_of
     from sweep_engine.analysis.report import analyze
 
     first = spaces[0][1]
     typer.echo("analysing the three sweeps together ...", err=True)
     try:
+        options = options_of(first.analysis)
         summary = analyze(
             [s.results_dir for _, s in spaces],
-            bootstrap=first.analysis.bootstrap if bootstrap is None else bootstrap,
-            seed=first.analysis.seed,
+            options=options if bootstrap is None else replace(options, bootstrap=bootstrap),
         )
     except UserError as exc:
         # No finished transfer runs: the trials' failures (already listed) are the cause when there are any.

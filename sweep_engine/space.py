@@ -164,12 +164,13 @@ def transfer_trials(space: Space, lrs: list[float] | None = None) -> list[TrialS
         return []
     pretrain_keys = {t.model.name: t.key() for t in pretrain_trials(space)}
     trials = []
-    for lang, size, d_f, init, lr, sched, seed in itertools.product(
-        tr.languages, transfer_sizes(space), tr.d_f, tr.init, lrs or tr.lr, tr.schedules, tr.seeds
+    for lang, size, d_f, init, lr, sched in itertools.product(
+        tr.languages, transfer_sizes(space), tr.d_f, tr.init, lrs or tr.lr, tr.schedules
     ):
-        trials.append(
-            _transfer_trial(space, lang, size, d_f, init, lr, _schedule(sched), seed, pretrain_keys)
-        )
+        for seed in tr.seeds_at(d_f):
+            trials.append(
+                _transfer_trial(space, lang, size, d_f, init, lr, _schedule(sched), seed, pretrain_keys)
+            )
     return trials
 
 
@@ -270,10 +271,13 @@ def count_trials(space: Space) -> dict[str, int]:
     if space.transfer is None:
         return {"pretrain": n_pre, "transfer": 0}
     tr = space.transfer
-    n_cells = len(tr.languages) * len(transfer_sizes(space)) * len(tr.d_f) * len(tr.init)
-    per_cell = (
-        space.search.trials_per_cell or 0
-        if space.search.kind == "optuna"
-        else len(tr.lr) * len(tr.schedules) * len(tr.seeds)
-    )
-    return {"pretrain": n_pre, "transfer": n_cells * per_cell}
+    per_d_f = len(tr.languages) * len(transfer_sizes(space)) * len(tr.init)  # cells at one D_F
+    arms = len(tr.lr) * len(tr.schedules)
+    if space.search.kind == "optuna":
+        n = sum(per_d_f * (space.search.trials_per_cell or 0) for _ in tr.d_f)
+    elif space.search.halving is not None:
+        # Every arm on the cell's first seed, then the winning arm alone on the other seeds.
+        n = sum(per_d_f * (arms + len(tr.seeds_at(d)) - 1) for d in tr.d_f)
+    else:
+        n = sum(per_d_f * arms * len(tr.seeds_at(d)) for d in tr.d_f)
+    return {"pretrain": n_pre, "transfer": n}

@@ -25,7 +25,8 @@ TERMINAL = (FINISHED, FAILED, KILLED)
 
 Stage = Literal["pretrain", "transfer"]
 Init = Literal["scratch", "finetune"]
-StopReason = Literal["overfit", "budget", "diverged", "plateau"]
+# pruned: the sweep stopped a losing LR/schedule arm early (sweep/halving.py); its result is what it had then.
+StopReason = Literal["overfit", "budget", "diverged", "plateau", "pruned"]
 FailureReason = Literal["oom", "diverged", "config", "crash"]
 
 
@@ -392,6 +393,18 @@ class TrialResult:
 
 
 RESULT_FILE = "result.json"  # in a trial's workdir: present = the trial finished
+PRUNE_FILE = "PRUNE"  # in a running trial's workdir: the sweep asks it to stop after its next evaluation
+
+
+def request_prune(workdir: str | Path, why: str) -> None:
+    """Ask a running trial to stop as `pruned` (the training loop reads this after each evaluation)."""
+    path = Path(workdir)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / PRUNE_FILE).write_text(why + "\n")
+
+
+def prune_requested(workdir: str | Path) -> bool:
+    return (Path(workdir) / PRUNE_FILE).exists()
 
 
 def read_result(workdir: str | Path) -> TrialResult | None:

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from sweep_engine.config import Space, load_space
-from sweep_engine.spec import EvalPoint, TrialResult, TrialSpec, read_result
+from sweep_engine.spec import EvalPoint, StopReason, TrialResult, TrialSpec, prune_requested, read_result
 
 
 def space_dict(
@@ -93,7 +93,8 @@ def fake_run(
 ) -> TrialResult:
     """A stand-in for training.loop.run_trial: 4 evaluations, a state file to resume from, result.json at the end.
 
-    The loss falls with tokens and rises with |log10(lr / 1e-3)| (so a search has an optimum to find).
+    The loss falls with tokens and rises with |log10(lr / 1e-3)| (so a search has an optimum to find). Like
+    the real loop, it stops as `pruned` after the evaluation at which the sweep has asked it to (PRUNE file).
     """
     workdir.mkdir(parents=True, exist_ok=True)
     done = read_result(workdir)
@@ -108,19 +109,25 @@ def fake_run(
     state = workdir / "state.json"
     curve = [EvalPoint(**p) for p in json.loads(state.read_text())] if state.exists() else []
     base = 5.0 + abs(math.log10(spec.lr / 1e-3))
+    stop: StopReason = "budget"
     for tokens in range(len(curve) * 1000 + 1000, 4001, 1000):
         val = base - tokens / 4000
         curve.append(EvalPoint(tokens, tokens // 500, val, val + 0.1, spec.lr))
         state.write_text(json.dumps([vars(p) for p in curve]))
         (workdir / "best").mkdir(exist_ok=True)
         reporter.report(
-            {"tokens": tokens, "val_loss": val, "train_loss": val + 0.1, "lr": spec.lr, "tokens_per_s": 1e4}
-        )
+            {"tokens": tokens, "val_loss": val, "best_val_loss": val, "train_loss": val + 0.1, "lr": spec.lr,
+             "tokens_per_s": 1e4, "evals": len(curve)}
+        )  # fmt: skip
+        if prune_requested(workdir):
+            stop = "pruned"
+            break
+    seen = curve[-1].tokens
     result = TrialResult(
         n_params=1000, n_params_estimate=1000, d_f=spec.data.d_f or 10**6, d_f_chars=3000,
-        best_val_loss=curve[-1].val_loss, tokens_at_best=4000, tokens_seen=4000, steps=8, flops=6 * 1000 * 4000.0,
-        stop_reason="budget", wall_s=0.01, tokens_per_s=1e4, val_tokens_per_char=0.3, curve=curve,
-        zero_shot_loss=6.0 if spec.init == "finetune" else None,
+        best_val_loss=curve[-1].val_loss, tokens_at_best=seen, tokens_seen=seen, steps=seen // 500,
+        flops=6 * 1000 * float(seen), stop_reason=stop, wall_s=0.01, tokens_per_s=1e4, val_tokens_per_char=0.3,
+        curve=curve, zero_shot_loss=6.0 if spec.init == "finetune" else None,
     )  # fmt: skip
     (workdir / "result.json").write_text(json.dumps(result.to_dict()))
     state.unlink()

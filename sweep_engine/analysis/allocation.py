@@ -20,13 +20,19 @@ from sweep_engine.analysis.laws import data_for_loss, get_law
 from sweep_engine.analysis.regimes import fit_joint
 
 
-def holdout_largest(cells: pd.DataFrame, *, bootstrap: int = 0, seed: int = 0) -> pd.DataFrame:
+def holdout_largest(
+    cells: pd.DataFrame,
+    *,
+    bootstrap: int = 0,
+    seed: int = 0,
+    forms: tuple[str, ...] = ("kaplan", "chinchilla"),
+) -> pd.DataFrame:
     """Per (language, init): fit the joint law without the largest N and score it on the largest N's cells.
 
     Returns:
         One row per (language, init): held-out N, points, RMSD of log loss and the largest relative error.
     """
-    fits, notes = fit_joint(cells, bootstrap=bootstrap, seed=seed, exclude_largest=True)
+    fits, notes = fit_joint(cells, bootstrap=bootstrap, seed=seed, exclude_largest=True, forms=forms)
     rows = []
     for (lang, init), c in cells.groupby(["language", "init"], sort=True):
         key = (str(lang), str(init))

@@ -46,6 +46,12 @@ def best_cells(ledger: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=[*CELL_KEYS, "loss", "bpc", "split", "n_seeds", "n_configs"])
     config = [c for c in CONFIG_COLS if c in runs.columns]
     runs[config] = runs[config].fillna("-")  # NaN keys would drop rows from the groupby
+    runs = runs.dropna(subset=CELL_KEYS)  # a run without its cell's keys belongs to no cell
+    # A pruned arm (sweep/halving.py) stopped early because it was losing: its loss measures a cut-short run.
+    # It is a candidate only when every run of the cell was pruned.
+    pruned = runs.get("stop_reason", pd.Series("", index=runs.index)).astype(str) == "pruned"
+    every_run_pruned = pruned.groupby([runs[c] for c in CELL_KEYS]).transform("all")
+    runs = runs[~pruned | every_run_pruned].copy()
     runs["_still_falling"] = [
         still_falling(r)
         for r in runs[[c for c in runs.columns if c != "doc_losses"]].to_dict(orient="records")

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from sweep_engine.analysis.pipeline import AnalysisOptions
 from sweep_engine.exits import on_bad_input as _bad_input
 
 
@@ -29,6 +31,31 @@ def resolve_results_dir(path: Path) -> Path:
 
         return Path(load_space(path).results_dir)
     return path
+
+
+def analysis_options(paths: list[Path], *, bootstrap: int | None, seed: int | None) -> AnalysisOptions:
+    """The first space file's `analysis:` settings (the defaults without one); --bootstrap and --seed win."""
+    space_file = next((Path(p) for p in paths if Path(p).suffix in (".yaml", ".yml")), None)
+    base = AnalysisOptions()
+    if space_file is not None:
+        from sweep_engine.config import load_space
+
+        base = options_of(load_space(space_file).analysis)
+    return replace(
+        base,
+        bootstrap=base.bootstrap if bootstrap is None else bootstrap,
+        seed=base.seed if seed is None else seed,
+    )
+
+
+def options_of(config: Any) -> AnalysisOptions:
+    """AnalysisOptions from a space's config.AnalysisConfig."""
+    return AnalysisOptions(
+        laws=tuple(config.laws),
+        holdout_largest=config.holdout_largest,
+        bootstrap=config.bootstrap,
+        seed=config.seed,
+    )
 
 
 def tracking_of(path: Path) -> tuple[str, str] | None:
@@ -69,15 +96,25 @@ def analyze_cmd(
         Path | None,
         typer.Option("--out", help="Report directory (default: <dir>/report, or <parent>/report-<names>)."),
     ] = None,
-    bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, help="Bootstrap resamples.")] = 200,
-    seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 0,
+    bootstrap: Annotated[
+        int | None,
+        typer.Option(
+            "--bootstrap",
+            min=0,
+            help="Bootstrap replicates (default: the space's analysis.bootstrap, or 200).",
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Bootstrap seed (default: the space's analysis.seed, or 0).")
+    ] = None,
 ) -> None:
     """Analyse one or several sweeps (several = one cross-language report): report.md, report.html, figures."""
     from sweep_engine.analysis.report import analyze
 
     with _bad_input():
         results = [resolve_results_dir(p) for p in paths]
-        summary = analyze(results, out, bootstrap=bootstrap, seed=seed)
+        options = analysis_options(paths, bootstrap=bootstrap, seed=seed)
+        summary = analyze(results, out, options)
     logged = log_report_to_mlflow(paths, Path(summary["report_dir"]))
     if json_out:
         typer.echo(json.dumps(summary, indent=1))

@@ -68,7 +68,12 @@ class Regimes:
 
 
 def fit_joint(
-    cells: pd.DataFrame, *, bootstrap: int, seed: int, exclude_largest: bool = False
+    cells: pd.DataFrame,
+    *,
+    bootstrap: int,
+    seed: int,
+    exclude_largest: bool = False,
+    forms: tuple[str, ...] = ("kaplan", "chinchilla"),
 ) -> tuple[dict[tuple[str, str], FitResult], dict[tuple[str, str], str]]:
     """The joint law L(N, D) per (language, init), in nats per token with D in tokens.
 
@@ -80,6 +85,7 @@ def fit_joint(
         cells: the cell table.
         bootstrap, seed: bootstrap settings (resampling cells).
         exclude_largest: leave out the largest N (for the hold-out check).
+        forms: the joint forms to fit and choose between (analysis.laws); none = no joint fits.
 
     Returns:
         (fits, notes): the chosen fit per pair with enough points; a note for every pair.
@@ -97,17 +103,26 @@ def fit_joint(
             continue
         keys.append(key)
         groups.append(({"n": c["n_params"].to_numpy(float), "d": c["d_f"].to_numpy(float)}, c["loss"]))
-    if not groups:
+    if not groups or not forms:
+        for key in keys:
+            notes[key] = "no joint form in analysis.laws"
         return {}, notes
-    kaplan = fit_groups(JOINT_LAWS["kaplan"], groups, bootstrap=bootstrap, seed=seed)
-    chinchilla = fit_groups(
-        JOINT_LAWS["chinchilla"], groups, bootstrap=bootstrap, seed=seed, starts=JOINT_CHINCHILLA_GRID
-    )
+    results = {
+        form: fit_groups(
+            JOINT_LAWS[form],
+            groups,
+            bootstrap=bootstrap,
+            seed=seed,
+            starts=JOINT_CHINCHILLA_GRID if form == "chinchilla" else None,
+        )
+        for form in forms
+    }
     fits = {}
-    for key, k, ch in zip(keys, kaplan, chinchilla, strict=True):
-        aic_k, aic_c = _aic(k, 4), _aic(ch, 5)
-        fits[key] = k if aic_k <= aic_c else ch
-        notes[key] = f"{fits[key].law} by AIC (kaplan {aic_k:.1f}, chinchilla {aic_c:.1f})"
+    for i, key in enumerate(keys):
+        aic = {form: _aic(results[form][i], JOINT_LAWS[form].n_params) for form in forms}
+        best = min(aic, key=lambda f: aic[f])
+        fits[key] = results[best][i]
+        notes[key] = f"{best} by AIC (" + ", ".join(f"{f} {v:.1f}" for f, v in aic.items()) + ")"
     return fits, notes
 
 
@@ -267,6 +282,8 @@ def _convergence(c: pd.Series) -> dict[str, Any]:
         label = "under-trained (budget)" if bool(c.get("still_falling")) else "converged (budget, flat)"
     elif stop in ("overfit", "plateau"):
         label = f"converged ({stop})"
+    elif stop == "pruned":
+        label = "pruned (a losing arm, stopped early)"
     else:
         label = "unknown"
     at_best = c["tokens_at_best"] / c["tokens_seen"] if c.get("tokens_seen", 0) else math.nan

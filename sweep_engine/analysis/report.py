@@ -21,7 +21,7 @@ import pandas as pd
 from sweep_engine.analysis import plots, render
 from sweep_engine.analysis.fit import FitResult
 from sweep_engine.analysis.ledger_io import ledger_file
-from sweep_engine.analysis.pipeline import Analysis, run_analysis
+from sweep_engine.analysis.pipeline import DEFAULT_OPTIONS, Analysis, AnalysisOptions, run_analysis
 from sweep_engine.analysis.summary import headline, plain_summary, transfer_ordering
 from sweep_engine.analysis.transfer_law import MAX_EXPONENT_WIDTH, MIN_BOOT_OK, MIN_CELLS, MIN_D_F, MIN_SIZES
 from sweep_engine.errors import UserError
@@ -40,15 +40,14 @@ def default_report_dir(results: Sequence[Path]) -> Path:
 
 
 def analyze(
-    results: list[Path], out_dir: Path | None = None, *, bootstrap: int = 200, seed: int = 0
+    results: list[Path], out_dir: Path | None = None, options: AnalysisOptions = DEFAULT_OPTIONS
 ) -> dict[str, Any]:
     """Analyse one or several sweeps and write the report.
 
     Args:
         results: results directories (holding trials.parquet or trials.csv) or ledger files.
         out_dir: report directory (default: `default_report_dir(results)`).
-        bootstrap: paired bootstrap replicates behind every interval.
-        seed: bootstrap seed.
+        options: what to fit, and the bootstrap (replicates and seed).
 
     Returns:
         The JSON-able summary, including "report_dir".
@@ -57,7 +56,7 @@ def analyze(
         UserError: bad or empty ledgers.
     """
     out = Path(out_dir) if out_dir is not None else default_report_dir(results)
-    a = run_analysis(results, bootstrap=bootstrap, seed=seed)
+    a = run_analysis(results, options)
     a.figures = plots.draw_all(a, out / "figures")
     summary = summarize(a, out)
     sections = _sections(a)
@@ -286,6 +285,20 @@ def _sections(a: Analysis) -> list[Section]:
         s.append(
             Section(f"{lang}: scratch curves", "Monotone interpolants through the scratch cells.", unit, h, r)
         )
+        fits = a.curve_fits[a.curve_fits["language"] == lang] if not a.curve_fits.empty else a.curve_fits
+        if not fits.empty:
+            cols = {c: c for c in ["n_params", "law", "E", "B", "D_l", "beta", "rmsd_log", "points"]}
+            h, r = render.table_rows(fits, cols)
+            s.append(
+                Section(
+                    f"{lang}: the pure laws against the scratch curves (analysis.laws)",
+                    "Each listed law fitted to one size's scratch losses: its RMSD of log loss says how far the "
+                    "law is from the measurements. D_E is read off the monotone curve, not off these.",
+                    unit,
+                    h,
+                    r,
+                )
+            )
     reg_cols = {
         "language": "lang",
         "init": "init",
@@ -333,17 +346,31 @@ def _sections(a: Analysis) -> list[Section]:
             r,
         )
     )
+    if not a.overtrain.empty:
+        cols = {c: c for c in ["language", "init", "E", "a", "b", "eta", "rmsd_log", "note"]}
+        h, r = render.table_rows(a.overtrain, cols)
+        s.append(
+            Section(
+                "Over-training law L(C, M) (analysis.laws)",
+                "Gadre et al. 2024: E + (a M^eta + b M^-eta) C^-eta, C = 6 N D_F, M = D_F / N, per (language, "
+                "init), on converged cells.",
+                "loss in nats per token",
+                h,
+                r,
+            )
+        )
     cols = {c: c for c in ["language", "init", "held_out_n", "n_points", "rmsd_log", "max_rel_error", "note"]}
     h, r = render.table_rows(a.holdout, cols)
-    s.append(
-        Section(
-            "Hold-out: the largest N predicted from the smaller ones",
-            "The joint law fitted without the largest size, scored on that size's cells.",
-            "RMSD of log loss (nats per token); relative error",
-            h,
-            r,
+    if a.options.holdout_largest:
+        s.append(
+            Section(
+                "Hold-out: the largest N predicted from the smaller ones",
+                "The joint law fitted without the largest size, scored on that size's cells.",
+                "RMSD of log loss (nats per token); relative error",
+                h,
+                r,
+            )
         )
-    )
     cols = {
         "language": "lang",
         "target_loss": "target loss",

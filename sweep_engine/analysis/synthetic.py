@@ -82,7 +82,8 @@ class Grid:
         d_f: training-set sizes in tokens.
         lrs: LR arms per cell (the world makes one arm of each cell worse).
         schedules: schedule arms per LR (their names); a cell runs every LR x schedule.
-        seeds: seeds per configuration; `seeds_smallest` at the smallest D_F (None = the same).
+        seeds: seeds per configuration; `seeds_smallest` at the smallest D_F (None = the same), and
+            `seeds_by_d_f` at the D_F it lists ((D_F, seeds) pairs; a space's transfer.seeds_by_d_f).
         val_docs, test_docs: held-out documents (the same ids in every language).
         doc_chars: mean characters per document.
         budget_d_f: cells with D_F >= this stop on the token cap while their loss still falls (None = none):
@@ -99,6 +100,7 @@ class Grid:
     schedules: tuple[str, ...] = ("cosine",)
     seeds: int = 2
     seeds_smallest: int | None = 3
+    seeds_by_d_f: tuple[tuple[float, int], ...] = ()
     val_docs: int = 200
     test_docs: int = 200
     doc_chars: float = 120.0
@@ -108,6 +110,9 @@ class Grid:
 
     def seeds_at(self, d_f: float) -> int:
         """Seeds per configuration at this D_F."""
+        listed = dict(self.seeds_by_d_f)
+        if d_f in listed:
+            return listed[d_f]
         return self.seeds_smallest if (d_f == min(self.d_f) and self.seeds_smallest) else self.seeds
 
     def languages_of(self, world: World) -> list[str]:

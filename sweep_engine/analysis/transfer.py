@@ -79,8 +79,7 @@ def analyze_transfer(
         low_data: (language, N, D_F) -> "low-data" / "beyond low-data" / "unknown" (regimes.py); cells
             known to lie beyond the low-data regime are kept out of the transfer law.
         seed: seeds the transfer-law fits' starts (deterministic otherwise).
-        fit_law: fit the transfer law (the slow part; `plan --power` skips it when only the per-cell answers
-            and the ordering are asked for).
+        fit_law: fit the transfer law (analysis.laws lists "transfer").
 
     Returns:
         TransferAnalysis with one LanguageTransfer per language and a cross-language comparison table.
@@ -92,7 +91,7 @@ def analyze_transfer(
         curves = scratch_curves(lc, reps, basis)
         table, cell_reps = transfer_table(lc, reps, curves, basis, low_data or {})
         lt = LanguageTransfer(lang, basis, curves, table, cell_reps)
-        if fit_law and not table.empty:
+        if not table.empty and fit_law:
             lt.law = fit_transfer_law(lt, reps, lc, seed=seed)
         languages[lang] = lt
     return TransferAnalysis(languages=languages, comparison=comparison_table(languages), method=reps.method)

@@ -127,23 +127,40 @@ def print_dry_run(console: Console, space: Space, retry_failed: bool) -> None:
 def launch_spaces(
     spaces: list[Space], *, address: str | None = None, retry_failed: bool = False
 ) -> list[tuple[Space, SweepSummary]]:
-    """Launch sweeps one after the other in one Ray session, each with its live view and closing summary.
-
-    Stops after a launch that was interrupted (Ctrl-C or SIGTERM). `sweep-engine demo` launches its three
-    target sweeps through this too.
+    """Launch sweeps, each with its closing summary: several run as one Tune experiment with one live view
+    (ray_tune.launch_together), a single one on its own. `sweep-engine demo` launches its three target sweeps
+    through this.
 
     Raises:
         typer.Exit: with code 2 when a space's data is bad input (nothing of that sweep was written).
     """
     from sweep_engine.space import sweep_key
     from sweep_engine.sweep import ray_tune  # Ray, only now
-    from sweep_engine.sweep.progress import RichProgressView
+    from sweep_engine.sweep.progress import PrefixedView, RichProgressView
 
     console = Console(stderr=True)
     out: list[tuple[Space, SweepSummary]] = []
     # `kill` stops a sweep as cleanly as Ctrl-C: trials KILLED, resumable.
     previous = signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
     try:
+        if len(spaces) > 1:
+            # One Tune experiment for all: no core idles between one sweep's tail and the next sweep.
+            shared = RichProgressView(console, title=", ".join(f"{s.name} {sweep_key(s)}" for s in spaces))
+            try:
+                with on_bad_input():
+                    summaries = ray_tune.launch_together(
+                        spaces,
+                        address=address,
+                        retry_failed=retry_failed,
+                        views=[PrefixedView(shared, s.name) for s in spaces],
+                        data_progress=shared.data,
+                    )
+            finally:
+                shared.close()
+            for space, summary in zip(spaces, summaries, strict=True):
+                print_summary(console, space, summary)
+                out.append((space, summary))
+            return out
         with ray_tune.ray_session(address):
             for space in spaces:
                 progress = RichProgressView(console, title=f"{space.name} {sweep_key(space)}")

@@ -10,7 +10,9 @@ in the ledger (finished under a killed driver, or pre-trained by another sweep).
 `retry_failed`: three of the four reasons would fail again.
 
 With `search.kind: optuna` the transfer trials come from one Optuna study per cell (search.py): a cell asks
-its next (LR, schedule) when its previous one has ended, and tells the study the best validation loss.
+its next (LR, schedule) when its previous one has ended, and tells the study the best validation loss. With
+`search.halving` the grid's arms of each cell's first seed race with successive halving (halving.py): losers
+are asked to stop at matched tokens, and once the arms have ended the cell's other seeds run the winner only.
 """
 
 from __future__ import annotations
@@ -22,7 +24,17 @@ from typing import TYPE_CHECKING, Any, Literal
 from sweep_engine.config import Space
 from sweep_engine.ledger import Ledger
 from sweep_engine.space import pretrain_trials, sweep_key, transfer_trials
-from sweep_engine.spec import FAILED, FINISHED, KILLED, RESULT_FILE, TrialSpec, read_result
+from sweep_engine.spec import (
+    FAILED,
+    FINISHED,
+    KILLED,
+    RESULT_FILE,
+    TrialResult,
+    TrialSpec,
+    read_result,
+    request_prune,
+)
+from sweep_engine.sweep import halving
 from sweep_engine.sweep.jobs import (
     DONE,
     Executor,
@@ -117,6 +129,9 @@ class SweepDriver:
         self.search: CellSearch | None = None  # with search.kind optuna
         self.asked: dict[str, Asked] = {}  # trial_key -> the Optuna pair it evaluates
         self.busy_cells: dict[Cell, Asked] = {}  # cell -> its pair in flight
+        self.halving: halving.Halving | None = None  # with search.halving
+        self.later: dict[Cell, dict[halving.Arm, list[TrialSpec]]] = {}  # cell -> arm -> its later seeds
+        self.released: set[Cell] = set()  # cells whose winner's later seeds were admitted
 
     # ---- the sweep ---------------------------------------------------------------------------------------
 
@@ -133,11 +148,9 @@ class SweepDriver:
             return self._run()
 
     def _run(self) -> SweepSummary:
-        t0 = time.perf_counter()
-        self.recorder.start()
+        self.start()
         interrupted = False
         try:
-            self._plan()
             if not self._settled():
                 self.executor.run(self.key, self, self)
             interrupted = not self._settled()
@@ -146,12 +159,36 @@ class SweepDriver:
         except BaseException:
             self._stop_open()
             raise
+        return self.finish(interrupted)
+
+    def start(self) -> None:
+        """Open the tracker's runs and plan the trials (the part of `run` before the executor)."""
+        self.t0 = time.perf_counter()
+        self.recorder.start()
+        self._plan()
+
+    def finish(self, interrupted: bool) -> SweepSummary:
+        """Close (or, interrupted, mark KILLED) what is open and summarise (the part of `run` after it)."""
         if interrupted:
             self._stop_open()
         else:
             self._close_stages()
         stages = [self.summaries[s] for s in STAGES if s in self.summaries]
-        return SweepSummary(self.key, stages, interrupted, time.perf_counter() - t0)
+        return SweepSummary(self.key, stages, interrupted, time.perf_counter() - self.t0)
+
+    def settled(self) -> bool:
+        return self._settled()
+
+    def done_elsewhere(self, key: str) -> None:
+        """A trial of this sweep that another sweep of the same run trained (the shared pre-training): record
+        it as reused, as a later launch would, and release what waited on it."""
+        self.in_flight.discard(key)
+        self._admit(self.specs[key], released=True)
+        for waiting in self.waiting.pop(key, []):
+            self._admit(waiting, released=True)
+
+    def stop_open(self) -> None:
+        self._stop_open()
 
     def _stop_open(self) -> None:
         """Ctrl-C (or an error in the executor): what was running ends KILLED and stays resumable."""
@@ -179,6 +216,13 @@ class SweepDriver:
             self.search = CellSearch(self.space, self.paths.optuna_journal)
             transfer: list[TrialSpec] = []
             n_transfer = self.search.total_trials()
+        elif self.space.search.halving is not None and self.space.transfer is not None:
+            grid = halving.plan(self.space)
+            settings = self.space.search.halving
+            self.halving = halving.Halving(grid.first, settings.eta, settings.first_rung)
+            self.later = grid.later
+            transfer = [spec for specs in grid.first.values() for spec in specs]
+            n_transfer = grid.total
         else:
             transfer = transfer_trials(self.space)
             n_transfer = len(transfer)
@@ -222,6 +266,7 @@ class SweepDriver:
             summary.reused += 1
             self._settle_pair(key)
             self.progress.trial_ended(spec.stage, Outcome(key, FINISHED, result=result))
+            self._arm_ended(key, result)
             return
         if self.ledger.status(key) == FAILED and not self.retry_failed:
             row = self.ledger.get(key) or {}
@@ -231,6 +276,7 @@ class SweepDriver:
             self.progress.trial_ended(
                 spec.stage, Outcome(key, FAILED, failure_reason=row.get("failure_reason"))
             )
+            self._arm_ended(key, None)
             return
         init_dir = self.paths.init_dir(spec)
         # Finished, not merely started: a running pre-training trial already has a best/ of its own.
@@ -240,6 +286,7 @@ class SweepDriver:
             else:
                 summary.blocked += 1
                 self._settle_pair(key)
+                self._arm_ended(key, None)
             return
         job = TrialJob(spec, self.paths.workdir(spec), init_dir, self.paths.cache_dir)
         self.ready.append(job)
@@ -314,6 +361,8 @@ class SweepDriver:
         spec = self.specs[key]
         self.recorder.log_report(spec, metrics)
         self.progress.trial_reported(spec.stage, key, metrics)
+        if self.halving is not None and "evals" in metrics and "best_val_loss" in metrics:
+            self._prune(self.halving.report(key, int(metrics["evals"]), float(metrics["best_val_loss"])))
 
     def ended(self, outcome: Outcome) -> None:
         self._end(outcome)
@@ -341,3 +390,34 @@ class SweepDriver:
         for waiting in self.waiting.pop(key, []):  # fine-tuning trials of this pre-training trial
             self._admit(waiting, released=True)
         self._settle_pair(key)
+        self._arm_ended(key, outcome.result if outcome.status == FINISHED else None)
+
+    # ---- successive halving (halving.py) ------------------------------------------------------------------
+
+    def _arm_ended(self, key: str, result: TrialResult | None) -> None:
+        """A first-seed arm ended (None: failed or blocked): stop the arms it now beats; once its cell's arms
+        have all ended, admit the winner's later seeds."""
+        if self.halving is None or key not in self.halving.cell_of:
+            return
+        best = result.best_val_loss if result is not None else None
+        pruned = result is not None and result.stop_reason == "pruned"
+        self._prune(self.halving.ended(key, best, pruned=pruned, failed=result is None))
+        cell = self.halving.cell_of[key]
+        if cell in self.released or not self.halving.settled(cell):
+            return
+        self.released.add(cell)
+        arm = self.halving.winner(cell)
+        later = self.later.get(cell, {})
+        if arm is None:  # every arm failed: its later seeds have no configuration to run
+            self.summaries["transfer"].blocked += len(next(iter(later.values()), []))
+            return
+        for spec in later.get(arm, []):
+            self._admit(spec)
+
+    def _prune(self, keys: list[str]) -> None:
+        """Ask running arms to stop after their next evaluation (they end FINISHED, stop reason `pruned`)."""
+        for key in keys:
+            if key in self.in_flight:
+                request_prune(
+                    self.paths.workdir(self.specs[key]), "a losing LR/schedule arm (search.halving)"
+                )

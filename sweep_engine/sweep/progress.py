@@ -15,7 +15,7 @@ from rich.live import Live
 from rich.table import Table
 
 from sweep_engine.spec import FAILED, FINISHED
-from sweep_engine.sweep.jobs import Outcome
+from sweep_engine.sweep.jobs import Outcome, ProgressView
 
 
 @dataclass
@@ -157,3 +157,26 @@ class RichProgressView:
             self.live.update(self.render())
             self.live.stop()
             self.live = None
+
+
+class PrefixedView:
+    """One sweep's view onto a view several sweeps share (a joint launch): its stages carry the sweep's name,
+    and closing is left to whoever made the shared view."""
+
+    def __init__(self, view: ProgressView, prefix: str) -> None:
+        self.view, self.prefix = view, prefix
+
+    def stage_started(self, stage: str, total: int, concurrency: int) -> None:
+        self.view.stage_started(f"{self.prefix} {stage}", total, concurrency)
+
+    def trial_started(self, stage: str, key: str) -> None:
+        self.view.trial_started(f"{self.prefix} {stage}", key)
+
+    def trial_reported(self, stage: str, key: str, metrics: dict[str, Any]) -> None:
+        self.view.trial_reported(f"{self.prefix} {stage}", key, metrics)
+
+    def trial_ended(self, stage: str, outcome: Outcome) -> None:
+        self.view.trial_ended(f"{self.prefix} {stage}", outcome)
+
+    def close(self) -> None:
+        pass

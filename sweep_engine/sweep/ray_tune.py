@@ -28,7 +28,7 @@ from ray.tune.search import Searcher
 
 from sweep_engine.config import Space
 from sweep_engine.space import expand, pretrain_trials, transfer_trials
-from sweep_engine.spec import FAILED, FINISHED, KILLED, TrialResult, TrialSpec
+from sweep_engine.spec import FAILED, FINISHED, KILLED, TrialResult, TrialSpec, content_hash
 from sweep_engine.sweep.driver import SweepDriver, SweepSummary
 from sweep_engine.sweep.faults import FAULTS_ENV, parse_faults
 from sweep_engine.sweep.jobs import (
@@ -42,6 +42,7 @@ from sweep_engine.sweep.jobs import (
     read_failure,
 )
 from sweep_engine.sweep.ray_train import trial_entry
+from sweep_engine.sweep.together import run_together
 from sweep_engine.tracking import Tracker, open_tracker
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,42 @@ def launch(
     with ray_session(address):
         executor = RayExecutor(SweepPaths.of(space), space, faults=faults)
         return SweepDriver(space, executor, tracker, progress, retry_failed=retry_failed).run()
+
+
+def launch_together(
+    spaces: list[Space],
+    *,
+    address: str | None = None,
+    retry_failed: bool = False,
+    views: list[ProgressView] | None = None,
+    faults: str | None = None,
+    data_progress: Callable[[int, int, str], None] | None = None,
+) -> list[SweepSummary]:
+    """Run several sweeps as one Tune experiment (together.py): the same as `launch` for each, without the
+    idle cores between one sweep's last trials and the next sweep's first.
+
+    Args:
+        spaces: Validated spaces; resources, retries and the concurrency cap come from the first.
+        views: One progress view per space (progress.PrefixedView onto a shared one), or None.
+        address, retry_failed, faults, data_progress: as in `launch`.
+
+    Returns:
+        Each space's summary, in order.
+    """
+    faults = os.environ.get(FAULTS_ENV, "") if faults is None else faults
+    parse_faults(faults)
+    for space in spaces:
+        prepare(space, data_progress)
+    trackers = [open_tracker(s.tracking_uri, s.experiment_name) for s in spaces]
+    with ray_session(address):
+        first = spaces[0]
+        executor = RayExecutor(SweepPaths.of(first), first, faults=faults, also=spaces[1:])
+        drivers = [
+            SweepDriver(s, executor, t, views[i] if views else None, retry_failed=retry_failed)
+            for i, (s, t) in enumerate(zip(spaces, trackers, strict=True))
+        ]
+        name = "together-" + content_hash([d.key for d in drivers])
+        return run_together(drivers, executor, name)
 
 
 def prepare(space: Space, progress: Callable[[int, int, str], None] | None = None) -> None:
@@ -146,13 +183,17 @@ class RayExecutor:
         faults: Fault-injection spec handed to every trial.
     """
 
-    def __init__(self, paths: SweepPaths, space: Space, faults: str = "") -> None:
+    def __init__(
+        self, paths: SweepPaths, space: Space, faults: str = "", also: list[Space] | None = None
+    ) -> None:
         self.paths = paths
         self.max_retries = space.resources.max_retries
         self.max_concurrent = space.resources.max_concurrent_trials
         self.faults = faults
-        # One trial of each stage: Tune's concurrency cap is one number for the whole sweep.
-        self.samples = pretrain_trials(space)[:1] + transfer_trials(space)[:1]
+        # One trial of each stage (of every space run together): Tune's concurrency cap is one number.
+        self.samples = [
+            t for s in [space, *(also or [])] for t in pretrain_trials(s)[:1] + transfer_trials(s)[:1]
+        ]
 
     def concurrency(self, spec: TrialSpec) -> int:
         """`max_concurrent_trials` when the space sets it (an autoscaling cluster grows to it), else as many

@@ -17,6 +17,7 @@ from sweep_engine.config import Space
 from sweep_engine.ledger import ledger_path, read_ledger
 from sweep_engine.space import count_trials, pretrain_trials, transfer_trials
 from sweep_engine.spec import FAILED, FINISHED, RESULT_FILE, RUNNING, TrialSpec
+from sweep_engine.sweep import halving
 from sweep_engine.sweep.jobs import STATE_FILE, SweepPaths
 
 
@@ -73,7 +74,9 @@ def trial_statuses(space: Space, running_keys: set[str] | None = None) -> list[T
     if running_keys is None:
         running_keys = _running_in_mlflow(space)
     specs = pretrain_trials(space)
-    if space.search.kind != "optuna":
+    if space.search.halving is not None:
+        specs += _halving_trials(space, rows)
+    elif space.search.kind != "optuna":
         specs += transfer_trials(space)
     out = []
     for spec in specs:
@@ -95,6 +98,28 @@ def trial_statuses(space: Space, running_keys: set[str] | None = None) -> list[T
             spec = TrialSpec.from_dict(json.loads(r["spec"]))
             out.append(_trial_status(spec, "done" if r["status"] == FINISHED else "failed", r))
     return out
+
+
+def _halving_trials(space: Space, rows: dict[str, dict[str, Any]]) -> list[TrialSpec]:
+    """With search.halving: every cell's first-seed arms, and the later seeds of each cell whose winner the
+    ledger already names (the others are counted by `undecided_later_seeds`)."""
+    plan = halving.plan(space)
+    winners = halving.winners_from_ledger(space, rows)
+    out = [spec for specs in plan.first.values() for spec in specs]
+    for cell, arms in plan.later.items():
+        arm = winners.get(cell)
+        if arm is not None:
+            out += arms.get(arm, [])
+    return out
+
+
+def undecided_later_seeds(space: Space, rows: dict[str, dict[str, Any]]) -> int:
+    """Later-seed trials of cells whose arms are still racing: they will run, on an arm not chosen yet."""
+    if space.search.halving is None:
+        return 0
+    plan = halving.plan(space)
+    winners = halving.winners_from_ledger(space, rows)
+    return sum(len(next(iter(arms.values()), [])) for cell, arms in plan.later.items() if cell not in winners)
 
 
 def _trial_status(spec: TrialSpec, state: TrialState, row: dict[str, Any] | None) -> TrialStatus:
@@ -142,15 +167,18 @@ def sweep_status(space: Space, running_keys: set[str] | None = None) -> list[Sta
         specs = {
             s.key(): s for s in (pretrain_trials(space) if stage == "pretrain" else transfer_trials(space))
         }
+        undecided = undecided_later_seeds(space, rows) if stage == "transfer" else 0
         eta = _eta(stage, rows, [specs[t.key] for t in left], concurrency, space)
+        if eta is not None and left:
+            eta *= (len(left) + undecided) / len(left)
         out.append(
             StageStatus(
                 stage,
-                len(mine),
+                len(mine) + undecided,
                 count["done"],
                 count["running"],
                 count["failed"],
-                count["resumable"] + count["pending"],
+                count["resumable"] + count["pending"] + undecided,
                 count["resumable"],
                 eta,
             )

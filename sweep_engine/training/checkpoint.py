@@ -25,7 +25,7 @@ from transformers import PreTrainedModel
 
 from sweep_engine.data.batches import BatchSource
 from sweep_engine.errors import ConfigError
-from sweep_engine.spec import RESULT_FILE, EvalPoint, StopReason, TrialResult, read_result
+from sweep_engine.spec import PRUNE_FILE, RESULT_FILE, EvalPoint, StopReason, TrialResult, read_result
 
 BEST_DIR = "best"
 STATE_FILE = "state.pt"
@@ -114,6 +114,7 @@ def load_state(workdir: Path) -> dict[str, Any] | None:
 def write_result(workdir: Path, result: TrialResult) -> None:
     """Write workdir/result.json atomically and drop the resumable state, which is no longer needed."""
     atomic_write_text(workdir / RESULT_FILE, json.dumps(result.to_dict(), indent=1))
+    (workdir / PRUNE_FILE).unlink(missing_ok=True)  # a stop request is answered by the result
     (workdir / STATE_FILE).unlink(missing_ok=True)
 
 

@@ -29,7 +29,15 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from sweep_engine.data.batches import BatchSource
 from sweep_engine.errors import ConfigError, DataError
-from sweep_engine.spec import DocIndex, EvalPoint, Reporter, TrialData, TrialResult, TrialSpec
+from sweep_engine.spec import (
+    DocIndex,
+    EvalPoint,
+    Reporter,
+    TrialData,
+    TrialResult,
+    TrialSpec,
+    prune_requested,
+)
 from sweep_engine.training import checkpoint as ckpt
 from sweep_engine.training.checkpoint import load_result
 from sweep_engine.training.evaluate import eval_loss, eval_loss_by_doc
@@ -222,8 +230,12 @@ def run_trial(
         progress.train_s += interval_s
         tokens = progress.step * spec.batch_tokens
         val_loss, val_by_doc = evaluate_by_doc(data.val, data.val_docs)
-        point = EvalPoint(tokens, progress.step, val_loss, train_loss, lr, evaluate_extra())
+        # The extra sets (English after fine-tuning: forgetting) are scored once, with the best weights, at the
+        # end: the best step is all that is reported, and evaluating them at every step doubled small runs' cost.
+        point = EvalPoint(tokens, progress.step, val_loss, train_loss, lr)
         new_best = record_eval(progress, point, stop, at_cap=progress.step >= max_steps)
+        if progress.stop_reason is None and _prune_requested(workdir, master, ddp, device):
+            progress.stop_reason = "pruned"  # the sweep stopped this losing arm (sweep/halving.py)
         if new_best:
             best_weights = {k: v.detach().to("cpu", copy=True) for k, v in lm.state_dict().items()}
             progress.best_val_doc_loss = val_by_doc.tolist() if val_by_doc is not None else []
@@ -242,7 +254,9 @@ def run_trial(
             "train_loss": train_loss,
             "lr": lr,
             "tokens_per_s": steps_since_eval * spec.batch_tokens / max(interval_s, 1e-9),
-            **{f"extra_val_loss_{name}": loss for name, loss in point.extra_val_loss.items()},
+            "evals": len(
+                progress.curve
+            ),  # the same tokens for every arm of a cell: halving compares at these
         }
         if master:
             log.info("trial %s step %d tokens %d val %.4f", spec.key(), progress.step, tokens, point.val_loss)
@@ -256,11 +270,13 @@ def run_trial(
     doc_losses: dict[str, dict[str, list[object]]] = {}
     if data.val_docs is not None and progress.best_val_doc_loss:
         doc_losses["val"] = data.val_docs.to_json(progress.best_val_doc_loss)
-    if data.test is not None and best_weights is not None:
+    if best_weights is not None and (data.test is not None or data.extra_val):
         lm.load_state_dict(best_weights)
-        test_loss, test_by_doc = evaluate_by_doc(data.test, data.test_docs)
-        if data.test_docs is not None and test_by_doc is not None:
-            doc_losses["test"] = data.test_docs.to_json(test_by_doc)
+        progress.best_extra_val_loss = evaluate_extra()
+        if data.test is not None:
+            test_loss, test_by_doc = evaluate_by_doc(data.test, data.test_docs)
+            if data.test_docs is not None and test_by_doc is not None:
+                doc_losses["test"] = data.test_docs.to_json(test_by_doc)
 
     # ---- the result -----------------------------------------------------------------------------------------
     tokens_seen = progress.step * spec.batch_tokens
@@ -293,3 +309,14 @@ def run_trial(
         ckpt.write_result(workdir, result)
     log.info("trial %s stopped (%s) at step %d", spec.key(), result.stop_reason, progress.step)
     return result
+
+
+def _prune_requested(workdir: Path, master: bool, ddp: bool, device: torch.device) -> bool:
+    """Whether the sweep asked this run to stop; rank 0 reads the file and tells the others, so that every
+    rank stops at the same evaluation (a rank that saw the file a moment later would wait in a collective)."""
+    asked = prune_requested(workdir) if master else False
+    if ddp:
+        flag = torch.tensor([1.0 if asked else 0.0], device=device)
+        dist.broadcast(flag, src=0)
+        asked = bool(flag.item())
+    return asked

@@ -201,3 +201,29 @@ def test_space_files_resolve_to_their_results_dir(monkeypatch: pytest.MonkeyPatc
     assert resolve_results_dir(tmp_path) == tmp_path  # a directory passes through
     assert set(commands.COMMANDS) == {"analyze", "fit"}
     assert commands.COMMANDS["fit"] is fit_cmd
+
+
+def test_analyze_takes_the_spaces_analysis_settings(tmp_path: Path, ledger_dirs: list[Path]) -> None:
+    """`analyze SPACE` reads the space's analysis section: laws, hold-out, bootstrap and seed (the flags win)."""
+    from sweep_engine.analysis.commands import analysis_options
+
+    space = tmp_path / "s.yaml"
+    space.write_text(
+        "name: s\npretrain: {language: en, corpus: {builtin: bible}, sizes: [xs], context: 32, batch_tokens: 512,"
+        " lr: 1.0e-3, stopping: {eval_interval_tokens: 512, token_cap: 1024}}\n"
+        "analysis: {laws: [chinchilla], holdout_largest: false, bootstrap: 7, seed: 3}\n"
+    )
+    opts = analysis_options([space], bootstrap=None, seed=None)
+    assert (opts.laws, opts.holdout_largest, opts.bootstrap, opts.seed) == (("chinchilla",), False, 7, 3)
+    assert analysis_options([space], bootstrap=11, seed=None).bootstrap == 11
+    assert analysis_options([ledger_dirs[0]], bootstrap=None, seed=None).bootstrap == 200
+
+
+def test_laws_choose_what_is_fitted(ledger_dirs: list[Path], tmp_path: Path) -> None:
+    from sweep_engine.analysis.pipeline import AnalysisOptions, run_analysis
+
+    only = run_analysis(
+        [ledger_dirs[0]], AnalysisOptions(laws=("chinchilla",), holdout_largest=False, bootstrap=10)
+    )
+    assert {f.law for f in only.regimes.joint.values()} == {"chinchilla"}
+    assert only.transfer.languages["de"].law is None and only.holdout.empty and only.curve_fits.empty

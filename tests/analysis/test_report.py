@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from sweep_engine.analysis.pipeline import AnalysisOptions
 from sweep_engine.analysis.render import fmt, jsonable
 from sweep_engine.analysis.report import analyze, default_report_dir
 from sweep_engine.analysis.summary import (
@@ -41,7 +42,8 @@ FIGURES = {
 
 @pytest.fixture(scope="module")
 def summary(ledger_dirs: list[Path]) -> dict[str, Any]:
-    return analyze(ledger_dirs, bootstrap=40, seed=0)
+    laws = ("kaplan", "chinchilla", "transfer", "power", "rectified", "overtrain")
+    return analyze(ledger_dirs, options=AnalysisOptions(laws=laws, bootstrap=40, seed=0))
 
 
 @pytest.mark.slow
@@ -70,6 +72,9 @@ def test_report_has_every_figure_and_table(summary: dict[str, Any], ledger_dirs:
     ]
     places = [md.index(f"\n## {t}\n") for t in titles]
     assert places == sorted(places)  # the evidence before the fits built on it
+    # analysis.laws asked for the pure scratch laws and the over-training law: they are listed.
+    assert "## de: the pure laws against the scratch curves (analysis.laws)" in md
+    assert "## Over-training law L(C, M) (analysis.laws)" in md
     html = (out / "report.html").read_text()
     assert html.count("src='data:image/png;base64,") == len(FIGURES)  # self-contained
     assert "figures/" not in html
@@ -114,7 +119,7 @@ def test_a_law_not_identified_shows_no_constants(ledger_dirs: list[Path], tmp_pa
     two = led[led["n_params"].isin(sorted(led["n_params"].unique())[:1]) | (led["stage"] != "transfer")]
     (tmp_path / "one-size").mkdir()
     two.to_parquet(tmp_path / "one-size" / "trials.parquet")
-    s = analyze([tmp_path / "one-size"], bootstrap=20, seed=0)
+    s = analyze([tmp_path / "one-size"], options=AnalysisOptions(bootstrap=20))
     law = s["languages"]["de"]["transfer_law"]
     assert law["status"].startswith("not identified") and law["params"] is None
     md = Path(s["report_md"]).read_text()

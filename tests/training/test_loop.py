@@ -30,6 +30,7 @@ from sweep_engine.spec import (
     TrialData,
     TrialResult,
     TrialSpec,
+    request_prune,
 )
 from sweep_engine.training.evaluate import eval_loss
 from sweep_engine.training.loop import batch_geometry, load_result, measure_throughput, run_trial
@@ -130,7 +131,7 @@ def test_budget_run_records_everything(tmp_path: Path) -> None:
     assert result.best_val_loss == min(p.val_loss for p in result.curve)
     best_point = next(p for p in result.curve if p.val_loss == result.best_val_loss)
     assert result.tokens_at_best == best_point.tokens
-    assert result.best_extra_val_loss == best_point.extra_val_loss and "en" in result.best_extra_val_loss
+    assert set(result.best_extra_val_loss) == {"en"}  # scored once at the end, with the best step's weights
     assert result.zero_shot_loss is None and result.tokens_per_s > 0 and result.wall_s > 0
     # the reporter saw every evaluation, with the state just written
     assert len(reporter.reports) == len(result.curve)
@@ -143,7 +144,7 @@ def test_budget_run_records_everything(tmp_path: Path) -> None:
         "train_loss",
         "lr",
         "tokens_per_s",
-        "extra_val_loss_en",
+        "evals",
     }
     assert set(reporter.reports[-1]) == keys
     # files: result.json (the state is dropped once the result is final), best/ loadable by transformers alone
@@ -152,6 +153,9 @@ def test_budget_run_records_everything(tmp_path: Path) -> None:
     best = GPT2LMHeadModel.from_pretrained(tmp_path / "best")
     assert eval_loss(best, make_data().val, CTX, torch.device("cpu")) == pytest.approx(
         result.best_val_loss, abs=1e-6
+    )
+    assert eval_loss(best, make_data().extra_val["en"], CTX, torch.device("cpu")) == pytest.approx(
+        result.best_extra_val_loss["en"], abs=1e-6
     )
 
 
@@ -170,6 +174,13 @@ def test_test_split_and_per_document_losses_come_from_the_best_step(tmp_path: Pa
     assert sum(val["loss"]) / sum(val["tokens"]) == pytest.approx(result.best_val_loss, abs=1e-6)
     assert sum(test["loss"]) / sum(test["tokens"]) == pytest.approx(result.test_loss, abs=1e-6)
     assert load_result(tmp_path) == result  # result.json carries them
+
+
+def test_a_prune_request_stops_the_run_after_its_next_evaluation(tmp_path: Path) -> None:
+    request_prune(tmp_path, "a losing arm")
+    result = run_trial(make_spec(), ListReporter(), workdir=tmp_path, data=make_data())
+    assert result.stop_reason == "pruned" and len(result.curve) == 1
+    assert load_result(tmp_path) == result and not (tmp_path / "PRUNE").exists()
 
 
 def test_tiny_training_set_overfits(tmp_path: Path) -> None:

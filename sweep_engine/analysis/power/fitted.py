@@ -24,7 +24,7 @@ import pandas as pd
 from scipy.optimize import least_squares
 
 from sweep_engine.analysis.ledger_io import read_ledgers
-from sweep_engine.analysis.pipeline import analyze_ledger
+from sweep_engine.analysis.pipeline import AnalysisOptions, analyze_ledger
 from sweep_engine.analysis.power.prior import CHARS_PER_TOKEN, OTHER_CHARS_PER_TOKEN, TransferPrior, grid_refs
 from sweep_engine.analysis.resample import run_noise
 from sweep_engine.analysis.synthetic import Grid, LanguageTruth, World
@@ -163,7 +163,8 @@ def fit_prior(paths: Sequence[Path]) -> FittedPrior:
     """
     try:
         ledger = read_ledgers([Path(p) for p in paths])
-        analysis = analyze_ledger(ledger, bootstrap=PRIOR_BOOTSTRAP, seed=0, sources=[Path(p) for p in paths])
+        options = AnalysisOptions(bootstrap=PRIOR_BOOTSTRAP, seed=0)
+        analysis = analyze_ledger(ledger, options, sources=[Path(p) for p in paths])
     except UserError as exc:
         raise UserError(f"--prior: {exc}; it must name a finished sweep (docs/ledger.md)") from None
     cells = analysis.cells

@@ -45,6 +45,7 @@ class PlannedGrid:
         flops: training FLOPs (upper bounds, plan.py's 6 N D to the token cap) per stage.
         context: the transfer context (a D_F must hold one window: context + 1 tokens).
         test_tokens: held-out test tokens per run and language (for the cost of a larger test set).
+        fits_law: the spaces' `analysis.laws` lists the transfer law (else `analyze` does not fit it).
         notes: the assumptions this grid rests on, in words.
     """
 
@@ -55,6 +56,7 @@ class PlannedGrid:
     flops: dict[str, float]
     context: int
     test_tokens: float
+    fits_law: bool = True
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -99,9 +101,11 @@ def _shape(space: Space) -> dict[str, object]:
         "transfer.lr": list(tr.lr),
         "transfer.schedules": [s.model_dump() for s in tr.schedules],
         "transfer.seeds": list(tr.seeds),
+        "transfer.seeds_by_d_f": dict(tr.seeds_by_d_f),
         "transfer.validation": tr.validation.model_dump(),
         "transfer.stopping.token_cap": tr.stopping.token_cap,
         "search": space.search.model_dump(),
+        "analysis.laws": "transfer" in space.analysis.laws,
     }
 
 
@@ -151,6 +155,14 @@ def _planned(spaces: tuple[Space, ...], paths: tuple[Path, ...], overrides: tupl
             f"D_F >= {min(budget):,} tokens get < {MIN_EPOCHS} epochs under the {cap:,}-token cap: assumed to stop "
             f"on `budget` while still falling (the analysis keeps them out of the curves and the law)"
         )
+    if "transfer" not in space.analysis.laws:
+        notes.append(
+            "analysis.laws does not list transfer: `analyze` fits no transfer law, so no law question"
+        )
+    if space.search.halving is not None:
+        notes.append(
+            "successive halving: simulated as the full grid of arms (the winner is chosen either way)"
+        )
     if len(languages) == 1:
         notes.append(
             f"one language ({languages[0]}): no ordering question; give several target spaces for one"
@@ -162,6 +174,7 @@ def _planned(spaces: tuple[Space, ...], paths: tuple[Path, ...], overrides: tupl
         schedules=schedules,
         seeds=len(tr.seeds),
         seeds_smallest=None,
+        seeds_by_d_f=tuple((float(d), len(s)) for d, s in sorted(tr.seeds_by_d_f.items())),
         val_docs=val_docs,
         test_docs=test_docs,
         doc_chars=doc_chars,
@@ -177,6 +190,7 @@ def _planned(spaces: tuple[Space, ...], paths: tuple[Path, ...], overrides: tupl
         flops=study_flops(list(spaces)),
         context=tr.context,
         test_tokens=test_tokens,
+        fits_law="transfer" in space.analysis.laws,
         notes=notes,
     )
 

@@ -117,7 +117,11 @@ def power_analysis(
     prior = prior or DefaultPrior()
     jobs = jobs or default_jobs()
     base = planned.grid
-    questions = frozenset(q for q in QUESTIONS if q != "order" or len(base.languages or ()) > 1)
+    questions = frozenset(
+        q
+        for q in QUESTIONS
+        if (q != "order" or len(base.languages or ()) > 1) and (q != "law" or planned.fits_law)
+    )
     asked = Asked.of(base, questions, width)
     (outcomes,) = run_worlds(prior, seed, worlds, base, [base], asked, bootstrap, jobs)
     probs = summarise(outcomes, asked)

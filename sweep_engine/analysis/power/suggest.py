@@ -5,8 +5,7 @@ with them), re-planned through the same expansion, and costed by plan.py's model
 size also pays its English pre-training, counted once however many languages share it):
 
 - one more seed at every configuration (`transfer.seeds`);
-- one more seed at the smallest D_F only: a second launch of the same spaces restricted to that D_F (trial keys
-  are content hashes, so it adds only the new seed's runs); analyse both results directories together;
+- one more seed at the smallest D_F only (`transfer.seeds_by_d_f`);
 - one more D_F below the smallest, one geometric step down (the ratio of the two smallest), never below one
   context window plus one token (a smaller D_F cannot fill a window; data/batches.py refuses it);
 - one more size: the next named size above the largest of the same family (laptop up to `l`, else paper; the
@@ -20,15 +19,14 @@ from __future__ import annotations
 
 import math
 import shlex
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import yaml
 
 from sweep_engine.analysis.power.grid import PlannedGrid, plan_grid
 from sweep_engine.analysis.synthetic import Grid
-from sweep_engine.config import load_space, size_name
+from sweep_engine.config import size_name
 from sweep_engine.errors import UserError
-from sweep_engine.plan import study_flops
 from sweep_engine.shapes import LAPTOP_SIZES, PAPER_SIZES, non_embedding_params
 from sweep_engine.space import transfer_sizes
 
@@ -77,19 +75,18 @@ def one_more_seed(planned: PlannedGrid) -> Change:
 
 
 def one_more_seed_smallest(planned: PlannedGrid) -> Change:
-    g = planned.grid
-    smallest = int(min(g.d_f))
-    seeds = list(planned.spaces[0].transfer.seeds) if planned.spaces[0].transfer else [0]
-    extra = [f"transfer.d_f=[{smallest}]", f"transfer.seeds=[{max(seeds) + 1}]"]
-    added = [load_space(p, [*planned.overrides, *extra]) for p in planned.paths]
-    cost = study_flops(added)["transfer"]
+    tr = planned.spaces[0].transfer
+    assert tr is not None
+    smallest = min(tr.d_f)
+    seeds = tr.seeds_at(smallest)
+    by_d_f = {**tr.seeds_by_d_f, smallest: [*seeds, max(seeds) + 1]}
+    extra = [f"transfer.seeds_by_d_f={_yaml(by_d_f)}"]
+    new = _replan(planned, extra)
     return Change(
         "seed_smallest",
-        f"one more seed at D_F {smallest:,} only ({g.seeds} -> {g.seeds + 1} there)",
-        f"a second launch: SPACE {_overrides_text(extra)} name=<name>-seed{max(seeds) + 1}; analyse both",
-        replace(g, seeds_smallest=g.seeds + 1),
-        cost,
-    )
+        f"one more seed at D_F {smallest:,} only ({len(seeds)} -> {len(seeds) + 1} there)",
+        _overrides_text(extra), new.grid, new.total_flops - planned.total_flops,
+    )  # fmt: skip
 
 
 def one_more_d_f_below(planned: PlannedGrid) -> Change:

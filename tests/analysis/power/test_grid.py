@@ -54,10 +54,14 @@ def test_several_spaces_are_one_study_with_shared_pretraining() -> None:
 
 
 def test_overrides_reach_the_grid() -> None:
-    planned = plan_grid(
-        [SPACES / "german.yaml"], ["transfer.seeds=[0, 1, 2]", "transfer.d_f=[250, 1000, 4000]"]
-    )
+    overrides = [
+        "transfer.seeds=[0, 1, 2]",
+        "transfer.d_f=[250, 1000, 4000]",
+        "transfer.seeds_by_d_f={250: [0, 1, 2, 3]}",
+    ]
+    planned = plan_grid([SPACES / "german.yaml"], overrides)
     assert planned.grid.seeds == 3 and planned.grid.d_f == (250.0, 1000.0, 4000.0)
+    assert planned.grid.seeds_at(250.0) == 4 and planned.grid.seeds_at(1000.0) == 3
     assert planned.grid.budget_d_f is None
 
 
