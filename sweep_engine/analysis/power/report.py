@@ -84,6 +84,10 @@ def render(r: PowerReport) -> str:
     return "\n".join(lines)
 
 
+def _percent(x: float) -> str:
+    return f"{100 * x:.0f}%" if x >= 0.1 else f"{100 * x:.2g}%"
+
+
 def tokens(d: float) -> str:
     """A token count in a table header: 250, 4K, 800K, 8M, 500M."""
     for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
@@ -97,7 +101,7 @@ def _change(c: ChangeResult, total: float) -> str:
         return f"{c.change.what}: not possible here ({c.change.why_not})"
     return (
         f"{c.change.what}: {c.before:.2f} -> {c.after:.2f} ({c.gain:+.2f} ± {c.gain_se:.2f}), "
-        f"+{c.change.extra_flops:.2g} FLOPs (+{100 * c.change.extra_flops / total:.2g}% of the study)"
+        f"+{c.change.extra_flops:.2g} FLOPs (+{_percent(c.change.extra_flops / total)} of the study)"
     )
 
 
