@@ -23,7 +23,17 @@ from sweep_engine.analysis.resample import replicate_cells
 from sweep_engine.analysis.synthetic import LAPTOP_GRID, Grid, Score, draw_world, make_ledger, score
 from sweep_engine.analysis.transfer import analyze_transfer
 
-FIELDS = ("contradictions", "clear_gaps", "covered", "coverable", "close", "closable", "ranked", "rankable")
+FIELDS = (
+    "contradictions",
+    "clear_gaps",
+    "covered",
+    "coverable",
+    "close",
+    "closable",
+    "ranked",
+    "rankable",
+    "misranked_resolved",
+)
 
 
 def main() -> None:

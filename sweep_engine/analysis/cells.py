@@ -1,6 +1,6 @@
 """Cells: (language, init, N, D_F), each the best configuration of its LR/schedule sweep.
 
-Selection and reporting use different held-out documents (SCIENCE.md, "Measuring, not just fitting"): a
+Selection and reporting use different held-out documents (docs/analysis.md, section 1): a
 cell's configuration is the one with the lowest validation loss (seeds averaged), and the loss the cell reports
 is that configuration's loss on the test split (seeds averaged). Choosing on the numbers one reports would
 bias every cell low by the best-of-k selection. A ledger without test losses (older runs, user CSVs) falls back

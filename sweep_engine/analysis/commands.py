@@ -68,7 +68,9 @@ def tracking_of(path: Path) -> tuple[str, str] | None:
         space = load_space(path)
         return space.tracking_uri, space.experiment_name
     if path.is_dir():
-        return f"sqlite:///{(path.parent / 'mlflow.db').resolve()}", path.resolve().name
+        from sweep_engine.tracking import default_uri
+
+        return default_uri(path.parent), path.resolve().name
     return None
 
 

@@ -1,4 +1,4 @@
-"""The scaling laws the engine fits (SCIENCE.md, "Laws to fit"), each in the log-sum-exp form it is fitted in.
+"""The scaling laws the engine fits (docs/analysis.md, "Fitting"), each in the log-sum-exp form it is fitted in.
 
 A `Law` predicts log(target) from named inputs as a torch function of a batch of internal parameter vectors
 `theta` ([starts, params] -> [starts, points]), so one call evaluates thousands of starts or bootstrap

@@ -1,4 +1,4 @@
-"""Regime labels for every cell, each with the number behind it (SCIENCE.md, "Regimes").
+"""Regime labels for every cell, each with the number behind it (docs/analysis.md, section 7).
 
 - parameter- vs data-limited: first the measured slope d log L / d log N at fixed D_F (the seed study's
   definition: flat in N = data-limited), then the larger term of the joint fit L(N, D) as a second opinion.

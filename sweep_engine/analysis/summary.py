@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
-    from sweep_engine.analysis.report import Analysis
+    from sweep_engine.analysis.pipeline import Analysis
     from sweep_engine.analysis.transfer import LanguageTransfer
 
 SEED_ORDER = ("de", "es", "zh")  # Kim 2021: transfer is largest for German, then Spanish, then Chinese

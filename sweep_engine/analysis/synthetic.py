@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sweep_engine.analysis.summary import transfer_ordering
+
 
 @dataclass(frozen=True)
 class LanguageTruth:
@@ -427,7 +429,9 @@ class Score:
     Counts are over fine-tuned cells. `contradictions`: D_T's sign against a measured gap of more than 3 SDs
     (replicate SD). `covered`: the 95% D_T interval holds the true D_T, over cells whose true D_E lies inside
     the scratch runs' D range. `close`: D_T within 1.5x of the truth, over cells whose true D_T >= D_F.
-    `ranked`: sizes where the larger-k language has the smaller D_F / D_E at the smallest D_F. Per language,
+    `ranked`: sizes where the larger-k language has the smaller D_F / D_E at the smallest D_F;
+    `misranked_resolved`: sizes where the other language is ahead AND the paired replicates call that resolved
+    (the analysis must never be confidently wrong; an unresolved near-tie is reported as such). Per language,
     `law`: "close" (alpha and beta within 0.2 of the truth), "covered" (the truth inside intervals no wider
     than 0.8), "wrong", or "not identified".
     """
@@ -440,6 +444,7 @@ class Score:
     closable: int = 0
     ranked: int = 0
     rankable: int = 0
+    misranked_resolved: int = 0
     law: dict[str, str] = field(default_factory=dict)
 
 
@@ -476,9 +481,17 @@ def score(transfer: Any, world: World, grid: Grid, tolerance: float = 0.2) -> Sc
         )
         s.law[lang] = "close" if near else "covered" if honest else "wrong"
     strong, weak = sorted(world.languages, key=lambda g: -world.languages[g].k)[:2]
+    pairs = {
+        o.n_params: p
+        for o in transfer_ordering(transfer.languages)
+        for p in o.pairs
+        if {p.first, p.second} == {strong, weak}
+    }
     for n in grid.sizes.values():
         a, b = fractions.get((strong, float(n))), fractions.get((weak, float(n)))
         if a is not None and b is not None:
             s.rankable += 1
             s.ranked += int(a < b)
+            pair = pairs.get(float(n))
+            s.misranked_resolved += int(pair is not None and pair.first == weak and pair.resolved)
     return s

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -31,7 +31,17 @@ from sweep_engine.analysis.resample import CellReplicates, percentile_interval
 
 if TYPE_CHECKING:
     from sweep_engine.analysis.curves import ScratchCurve
-    from sweep_engine.analysis.transfer import LanguageTransfer
+
+
+class LanguageTransfer(Protocol):
+    """What the fit reads of a language's transfer analysis (transfer.LanguageTransfer has it): its name and
+    basis, the scratch curve per size, and the fine-tuned cells' table."""
+
+    language: str
+    basis: str
+    curves: dict[float, ScratchCurve]
+    table: pd.DataFrame
+
 
 MIN_CELLS = 6  # two points per parameter
 MIN_SIZES = 2  # beta needs two sizes

@@ -29,14 +29,14 @@ from sweep_engine.spec import CorpusSpec, DataSpec, DocIndex, TrialData, content
 
 FORMAT = 1  # bump when a cache layout or rule changes
 SPLIT_FORMAT = 2  # 2: held-out sets carry their per-document index
-Progress = Callable[[str], None]
+StepReporter = Callable[[str], None]  # told each build step, in a few words
 
 
 def _quiet(_: str) -> None:
     pass
 
 
-def load_trial_data(data: DataSpec, cache_dir: Path, progress: Progress | None = None) -> TrialData:
+def load_trial_data(data: DataSpec, cache_dir: Path, progress: StepReporter | None = None) -> TrialData:
     """The tokenizer's vocab size, the training prefix of exactly `data.d_f` tokens, and validation sets.
 
     Args:
@@ -107,7 +107,7 @@ class Split:
     val_unit: str
     seed: int
     cache_dir: Path
-    say: Progress
+    say: StepReporter
     test_size: int = 0
 
     def __post_init__(self) -> None:

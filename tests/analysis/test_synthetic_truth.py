@@ -53,7 +53,9 @@ def test_fresh_worlds_meet_the_criteria(fresh_seed: int, seeds: int) -> None:
     assert s.contradictions == 0
     assert s.covered >= 0.8 * s.coverable
     assert s.closable == 0 or s.close >= 0.8 * s.closable
-    assert s.ranked == s.rankable
+    # The larger-k language comes first; where noise swaps a near-tie, the pair must be reported unresolved.
+    assert s.misranked_resolved == 0
+    assert s.ranked >= 0.8 * s.rankable
     # An identified law is right (within 0.2, or the truth inside an interval <= 0.8 wide) unless its 95%
     # intervals miss, which they may at their nominal rate: 0 of 80 in benchmarks/synthetic_truth.py --seed 1234.
     assert laws.get("wrong", 0) <= 1

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
@@ -89,5 +89,7 @@ def test_tokens_per_char_shows_the_cost_of_an_english_tokenizer(en_tok: Tokenize
 @settings(max_examples=60, deadline=None)
 @given(st.text(min_size=0, max_size=80))
 def test_byte_level_round_trip_for_any_text(en_tok: Tokenizer, text: str) -> None:
+    # The literal end-of-text marker is the special token by design (as in GPT-2): it encodes to its id.
+    assume("<|endoftext|>" not in text)
     ids = en_tok.encode(text, add_special_tokens=False).ids
     assert en_tok.decode(ids) == text
