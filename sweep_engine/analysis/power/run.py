@@ -25,9 +25,9 @@ from sweep_engine.analysis.power.simulate import BOOTSTRAP, Asked, law_can_be_id
 from sweep_engine.analysis.power.suggest import Change, candidate_changes, per_flop
 from sweep_engine.errors import UserError
 
-WORLDS = (
-    60  # default worlds: Monte Carlo SE <= 6.5 points on any probability, and fits 2 minutes (docs/power.md)
-)
+# Default worlds: a Monte Carlo SE of at most 6.5 points on any probability, and a laptop or paper space with
+# every change tried in under 2 minutes on 2 cores (docs/power.md, section 8).
+WORLDS = 60
 MIN_WORLDS = 10  # below this a probability's Monte Carlo SE can exceed 15 points
 ENOUGH = 0.99  # a weakest question answered this often needs no change
 
