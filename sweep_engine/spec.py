@@ -342,6 +342,7 @@ class TrialData:
     test_chars: int = 0
     val_docs: DocIndex | None = None  # per-document index of `val` (None: record no per-document losses)
     test_docs: DocIndex | None = None
+    tokenizer_file: str | None = None  # the tokenizer (tokenizers' JSON), saved beside every best model
 
 
 @dataclass

@@ -12,7 +12,9 @@ relaunch continues the same runs. `InMemoryTracker` has the same interface for u
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -26,6 +28,11 @@ from sweep_engine.spec import KILLED, RUNNING, TERMINAL
 
 PARENT = "parent"  # tag run_kind of a stage's parent run
 TRIAL = "trial"  # tag run_kind of a trial's run
+MODEL_ID_TAG = "model_id"  # a trial run's LoggedModel
+# MLflow 3's UI opens an experiment by its kind; without it (and with the UI's default "GenAI" workflow) a
+# sweep's URL shows an empty traces overview instead of its runs.
+EXPERIMENT_KIND = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
 
 T = TypeVar("T")
 
@@ -85,6 +92,46 @@ class Tracker(Protocol):
         """The steps logged for `metric` (so a relaunch logs each curve point once)."""
         ...
 
+    def log_dataset(self, run_id: str, dataset: DatasetRecord) -> None:
+        """Record a dataset the run read (MLflow's run inputs: the runs table's Dataset column)."""
+        ...
+
+    def log_model(self, run_id: str, model: ModelRecord) -> str:
+        """Record the run's model (once per run: a relaunch finds it again); returns its id."""
+        ...
+
+
+@dataclass(frozen=True)
+class DatasetRecord:
+    """A dataset a run read, as the tracker shows it.
+
+    Attributes:
+        name: What the runs table shows, e.g. `bible es nt train D_F=4000`.
+        digest: Identifies the exact subset (a hash of the corpus, tokenizer, split and D_F).
+        source: Where the text comes from: a file path, a Hugging Face dataset, the built-in Bible.
+        source_type: `local`, `hugging_face` or `builtin`.
+        context: The role, e.g. `training` or `validation`.
+        profile: Extra facts (JSON-able), e.g. tokens and characters.
+    """
+
+    name: str
+    digest: str
+    source: str
+    source_type: str
+    context: str
+    profile: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """A trained model, recorded by reference: `path` is its directory on the shared storage (loadable with
+    `AutoModelForCausalLM` / `AutoTokenizer.from_pretrained(path)`), so no weights are copied into the store."""
+
+    name: str
+    path: str
+    step: int
+    tags: dict[str, str] = field(default_factory=dict)
+
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, str]:
     """Nested dicts/lists as `{"a.b": "1", "c.0.d": "x"}`: MLflow params are flat strings."""
@@ -115,6 +162,8 @@ def reconcile_running(tracker: Tracker) -> list[str]:
 class _MemRun:
     record: RunRecord
     metrics: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    datasets: list[DatasetRecord] = field(default_factory=list)
+    model: ModelRecord | None = None
 
 
 class InMemoryTracker:
@@ -180,6 +229,19 @@ class InMemoryTracker:
         """(step, value) pairs in logging order (tests)."""
         return list(self._runs[run_id].metrics.get(metric, []))
 
+    def log_dataset(self, run_id: str, dataset: DatasetRecord) -> None:
+        if dataset not in self._runs[run_id].datasets:
+            self._runs[run_id].datasets.append(dataset)
+
+    def log_model(self, run_id: str, model: ModelRecord) -> str:
+        self._runs[run_id].model = model
+        self._runs[run_id].record.tags["model_path"] = model.path
+        return run_id
+
+    def datasets(self, run_id: str) -> list[DatasetRecord]:
+        """The datasets a run recorded (tests)."""
+        return list(self._runs[run_id].datasets)
+
 
 # ------------------------------------------------------------------------------------------------- MLflow
 
@@ -208,6 +270,9 @@ class MlflowTracker:
         # Alembic and MLflow log every schema migration at INFO when a SQLite store is created.
         for name in ("alembic", "mlflow.store.db.utils"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        # With a tracking server MLflow prints "View run/experiment at <url>" for every run it ends: URLs that
+        # open its GenAI overview, between the progress view's lines. The engine prints the runs table's URL.
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         from mlflow.tracking import MlflowClient
 
         self.uri = uri
@@ -221,12 +286,20 @@ class MlflowTracker:
             if uri.startswith("sqlite:///"):
                 location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
             self.experiment_id = _retry_locked(
-                lambda: self.client.create_experiment(experiment, artifact_location=location)
+                lambda: self.client.create_experiment(
+                    experiment, artifact_location=location, tags={EXPERIMENT_KIND: MODEL_TRAINING}
+                )
             )
         else:
             if exp.lifecycle_stage == "deleted":
                 _retry_locked(lambda: self.client.restore_experiment(exp.experiment_id))
             self.experiment_id = exp.experiment_id
+            if create and exp.tags.get(EXPERIMENT_KIND) != MODEL_TRAINING:  # made before the tag was set
+                _retry_locked(
+                    lambda: self.client.set_experiment_tag(
+                        self.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING
+                    )
+                )
 
     def _search(self, filter_string: str) -> list[Any]:
         runs: list[Any] = []
@@ -244,9 +317,10 @@ class MlflowTracker:
             if not token:
                 return runs
 
-    def _reopen(self, run: Any, tags: Mapping[str, str]) -> str:
+    def _reopen(self, run: Any, tags: Mapping[str, str], name: str | None = None) -> str:
         run_id: str = run.info.run_id
-        _retry_locked(lambda: self.client.update_run(run_id, status=RUNNING))
+        # A relaunch also renames a run made under an older naming rule.
+        _retry_locked(lambda: self.client.update_run(run_id, status=RUNNING, name=name))
         self.set_tags(run_id, tags)
         return run_id
 
@@ -275,7 +349,7 @@ class MlflowTracker:
         found = self._search(f"tags.run_kind = '{TRIAL}' and tags.trial_key = '{trial_key}'")
         all_tags = {**tags, "run_kind": TRIAL, "trial_key": trial_key, "mlflow.parentRunId": parent_id}
         if found:
-            return self._reopen(found[0], all_tags)
+            return self._reopen(found[0], all_tags, name)
         run_name = name or trial_key
         run = _retry_locked(
             lambda: self.client.create_run(self.experiment_id, tags=all_tags, run_name=run_name)
@@ -320,6 +394,45 @@ class MlflowTracker:
         """(step, value) pairs of one metric (tests, status)."""
         history = _retry_locked(lambda: self.client.get_metric_history(run_id, metric))
         return [(m.step, m.value) for m in history]
+
+    def log_dataset(self, run_id: str, dataset: DatasetRecord) -> None:
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        entity = Dataset(
+            name=dataset.name,
+            digest=dataset.digest,
+            source_type=dataset.source_type,
+            source=json.dumps({"uri": dataset.source}),
+            profile=json.dumps(dataset.profile, sort_keys=True),
+        )
+        tags = [InputTag(key="mlflow.data.context", value=dataset.context)]
+        _retry_locked(lambda: self.client.log_inputs(run_id, datasets=[DatasetInput(entity, tags)]))
+
+    def log_model(self, run_id: str, model: ModelRecord) -> str:
+        from mlflow.entities import LoggedModelOutput
+
+        run = _retry_locked(lambda: self.client.get_run(run_id))
+        model_id = run.data.tags.get(MODEL_ID_TAG)
+        if model_id is None:  # one model per run, also when a relaunch records the trial again
+            tags = {
+                **model.tags,
+                "path": model.path,
+                "format": "transformers save_pretrained (model + tokenizer)",
+            }
+            logged = _retry_locked(
+                lambda: self.client.create_logged_model(
+                    self.experiment_id,
+                    name=model.name,
+                    source_run_id=run_id,
+                    tags=tags,
+                    model_type="causal-lm",
+                )
+            )
+            model_id = str(logged.model_id)
+            _retry_locked(lambda: self.client.finalize_logged_model(model_id, "READY"))
+            _retry_locked(lambda: self.client.log_outputs(run_id, [LoggedModelOutput(model_id, model.step)]))
+        self.set_tags(run_id, {MODEL_ID_TAG: model_id, "model_path": model.path})
+        return str(model_id)
 
     def log_artifacts(self, run_id: str, local_dir: Path, artifact_path: str) -> None:
         _retry_locked(lambda: self.client.log_artifacts(run_id, str(local_dir), artifact_path))
@@ -398,16 +511,36 @@ def ui_hint(uri: str) -> str:
     return f"mlflow ui --backend-store-uri {uri}"
 
 
+def runs_url(base: str, experiment_id: str | None) -> str:
+    """The URL that opens an experiment's runs table (child runs nested under their stage's run) in MLflow's
+    UI at `base`; the UI's home page without an experiment id.
+
+    The tab (`/runs`) and `workflowType=machine_learning` are both needed: MLflow 3's UI otherwise opens the
+    experiment's GenAI overview, its default workflow in a browser that has not chosen one.
+    """
+    base = base.rstrip("/")
+    if experiment_id is None:
+        return f"{base}/#/experiments?workflowType=machine_learning"
+    return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def experiment_url(uri: str, experiment: str) -> str | None:
+    """The runs table of a sweep's experiment on a tracking server (`uri` an http(s) URL); None for a local
+    store, which has no UI until `sweep-engine ui` serves one."""
+    if not uri.startswith(("http://", "https://")):
+        return None
+    tracker = existing_tracker(uri, experiment)
+    return runs_url(uri, tracker.experiment_id if tracker is not None else None)
+
+
 def serve_ui(uri: str, experiment: str, *, host: str, port: int, workers: int) -> int:
-    """Serve the UI on a sweep's store until Ctrl-C; print its URL (at the sweep's experiment) first.
+    """Serve the UI on a sweep's store until Ctrl-C; print the URL of the sweep's runs table first.
 
     Returns:
         The server's exit code (0 after Ctrl-C).
     """
     tracker = existing_tracker(uri, experiment)
-    url = f"http://{host}:{port}"
-    if tracker is not None:
-        url += f"/#/experiments/{tracker.experiment_id}"
+    url = runs_url(f"http://{host}:{port}", tracker.experiment_id if tracker is not None else None)
     proc = subprocess.Popen(ui_command(uri, host, port, workers))
     print(f"MLflow UI: {url}  (store {uri}; Ctrl-C stops it)", flush=True)
     try:

@@ -64,7 +64,9 @@ def test_shipped_spaces_cover_the_study() -> None:
 def test_minimal_space_loads(tmp_path: Path) -> None:
     space = load_space(write(tmp_path, minimal()))
     assert space.transfer is not None and space.transfer.d_f == [1000, 4000]
-    assert space.results_dir == Path("results") / "t"
+    assert (
+        space.results_dir == tmp_path / "results" / "t"
+    )  # relative paths are read against the file's directory
     assert space.tracking_uri.startswith("sqlite:///") and space.tracking_uri.endswith("mlflow.db")
 
 

@@ -23,7 +23,13 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from sweep_engine.data import cache, corpora, subsets
-from sweep_engine.data.tokenizer import encode_documents, eot_id, load_tokenizer_with_key, tokenizer_key
+from sweep_engine.data.tokenizer import (
+    encode_documents,
+    eot_id,
+    load_tokenizer_with_key,
+    tokenizer_key,
+    tokenizer_path,
+)
 from sweep_engine.errors import DataError
 from sweep_engine.spec import CorpusSpec, DataSpec, DocIndex, TrialData, content_hash
 
@@ -84,6 +90,7 @@ def load_trial_data(data: DataSpec, cache_dir: Path, progress: StepReporter | No
         test_chars=test.chars if test is not None else 0,
         val_docs=val.docs,
         test_docs=test.docs if test is not None else None,
+        tokenizer_file=str(tokenizer_path(cache_dir, tok_key)),
     )
 
 

@@ -70,7 +70,7 @@ def load_tokenizer_with_key(
     """load_tokenizer, also returning the tokenizer's cache key (part of every token cache's key);
     `progress` is told when a tokenizer has to be built."""
     key = tokenizer_key(spec)
-    path = Path(cache_dir) / "tokenizers" / f"{key}.json"
+    path = tokenizer_path(cache_dir, key)
 
     def build(tmp: Path) -> None:
         if progress is not None:
@@ -81,6 +81,11 @@ def load_tokenizer_with_key(
 
     cache.build_once(path, build)
     return Tokenizer.from_file(str(path)), key
+
+
+def tokenizer_path(cache_dir: Path, key: str) -> Path:
+    """Where the tokenizer with cache key `key` is kept (tokenizers' JSON format)."""
+    return Path(cache_dir) / "tokenizers" / f"{key}.json"
 
 
 def _byte_level(model: models.Model) -> Tokenizer:

@@ -9,6 +9,7 @@ interrupted (Ctrl-C; `resume` continues).
 from __future__ import annotations
 
 import json
+import os
 import signal
 from collections import Counter
 from pathlib import Path
@@ -30,8 +31,8 @@ AddressOpt = Annotated[
     str | None,
     typer.Option(
         "--address",
-        help="Join this Ray cluster (e.g. 'auto' on a `ray up` head node); default: "
-        "start an embedded local Ray.",
+        help="Join this Ray cluster ('auto', HOST:PORT); default: $RAY_ADDRESS (set by `ray job submit`), "
+        "else a private local Ray.",
     ),
 ]
 RetryOpt = Annotated[
@@ -134,14 +135,22 @@ def launch_spaces(
     Raises:
         typer.Exit: with code 2 when a space's data is bad input (nothing of that sweep was written).
     """
+    from sweep_engine.data.inputs import check_inputs
     from sweep_engine.space import sweep_key
-    from sweep_engine.sweep import ray_tune  # Ray, only now
+    from sweep_engine.sweep.faults import FAULTS_ENV, parse_faults
     from sweep_engine.sweep.progress import PrefixedView, RichProgressView
 
     console = Console(stderr=True)
     out: list[tuple[Space, SweepSummary]] = []
+    # Bad input exits 2 before Ray starts: a missing corpus must not cost a Ray start and a pre-training.
+    with on_bad_input():
+        for space in spaces:
+            check_inputs(space)
+        parse_faults(os.environ.get(FAULTS_ENV, ""))
     # `kill` stops a sweep as cleanly as Ctrl-C: trials KILLED, resumable.
     previous = signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
+    from sweep_engine.sweep import ray_tune  # Ray, only now
+
     try:
         if len(spaces) > 1:
             # One Tune experiment for all: no core idles between one sweep's tail and the next sweep.
@@ -197,13 +206,24 @@ def print_summary(console: Console, space: Space, summary: SweepSummary) -> None
     console.print(table)
     for stage in summary.stages:
         for key, reason, error in stage.failures:
-            first = error.strip().splitlines()[-1] if error.strip() else ""
-            console.print(f"FAILED {stage.stage} {key} ({reason}): {first}", markup=False, highlight=False)
+            # The first line says what happened, the last one ends with the trial log's path.
+            lines = [line.strip() for line in error.strip().splitlines() if line.strip()] or [""]
+            said = lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"
+            console.print(
+                f"FAILED {stage.stage} {key} ({reason}): {said}",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
         if stage.blocked:
             console.print(f"{stage.stage}: {stage.blocked} trial(s) blocked: their pre-training trial failed")
-    console.print(
-        f"ledger: {space.results_dir / 'trials.parquet'}   runs: sweep-engine ui {space.source or ''}"
+    from sweep_engine.tracking import experiment_url
+
+    # A tracking server's runs table, else the command that serves a local store's.
+    runs = (
+        experiment_url(space.tracking_uri, space.experiment_name) or f"sweep-engine ui {space.source or ''}"
     )
+    console.print(f"ledger: {space.results_dir / 'trials.parquet'}   runs: {runs}", soft_wrap=True)
     if summary.interrupted:
         console.print(
             "interrupted: every unfinished trial resumes from its checkpoint with `sweep-engine resume`"
@@ -291,7 +311,7 @@ def ui_cmd(
     workers: Annotated[int, typer.Option("--workers", min=1, help="Server worker processes.")] = 1,
 ) -> None:
     """Start the MLflow UI on the sweep's tracking store and print its URL (Ctrl-C stops it)."""
-    from sweep_engine.tracking import serve_ui, serves_own_ui, store_exists
+    from sweep_engine.tracking import experiment_url, serve_ui, serves_own_ui, store_exists
 
     space = load_space_or_exit(space_path, overrides)
     uri = space.tracking_uri
@@ -299,7 +319,7 @@ def ui_cmd(
         raise fail(f"{space_path}: tracking.uri: no store at {uri} yet: launch the sweep first")
     if serves_own_ui(uri):
         # A tracking server (the head node's, see cluster.yaml) already serves its own UI.
-        typer.echo(f"MLflow UI: {uri}")
+        typer.echo(f"MLflow UI: {experiment_url(uri, space.experiment_name) or uri}")
         return
     if serve_ui(uri, space.experiment_name, host=host, port=port, workers=workers):
         raise typer.Exit(1)

@@ -119,7 +119,7 @@ class SweepDriver:
         self.paths = SweepPaths.of(space)
         self.key = sweep_key(space)
         self.ledger = Ledger(self.paths.ledger)
-        self.recorder = Recorder(tracker, self.ledger, self.key)
+        self.recorder = Recorder(tracker, self.ledger, self.key, self.paths.checkpoints_dir)
         self.specs: dict[str, TrialSpec] = {}
         self.summaries: dict[str, StageSummary] = {}
         self.ready: list[TrialJob] = []

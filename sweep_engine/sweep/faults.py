@@ -14,11 +14,15 @@ MODE is one of:
   the retry resumes from the checkpoint and finishes;
 - `always`: raise a RuntimeError on every attempt (ends FAILED with reason `crash` after the retries);
 - `kill`: end the trial process abruptly once (`os._exit`), as a lost worker would;
+- `segv`: print a fatal message and crash the trial process with a segmentation fault on every attempt, as a
+  native library does (Intel oneMKL's "Cannot load ...", a CUDA error): no Python exception, only the trial log
+  says why;
 - `oom`, `config`: raise a MemoryError / ConfigError (not retried; reasons `oom` / `config`).
 """
 
 from __future__ import annotations
 
+import faulthandler
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +33,7 @@ from sweep_engine.spec import TrialSpec
 
 FAULTS_ENV = "SWEEP_ENGINE_FAULTS"
 DETERMINISTIC = ("config", "oom", "diverged")  # not retried
-MODES = ("once", "always", "kill", "oom", "config")
+MODES = ("once", "always", "kill", "segv", "oom", "config")
 _FIELDS = ("stage", "language", "init", "size", "d_f", "lr", "seed")
 
 
@@ -116,6 +120,9 @@ class Fault:
             if self.mode == "kill":
                 os._exit(17)  # no cleanup, no exception: what a lost worker looks like to Ray
             raise InjectedFault(f"injected fault ({self.selector}:once)")
+        if self.mode == "segv":
+            os.write(2, f"injected native crash ({self.selector}:segv): FATAL ERROR\n".encode())
+            faulthandler._sigsegv()  # type: ignore[attr-defined]  # CPython's test hook for a real SIGSEGV
         if self.mode == "always":
             raise InjectedFault(f"injected fault ({self.selector}:always)")
         if self.mode == "oom":

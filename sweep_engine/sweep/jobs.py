@@ -4,7 +4,7 @@ progress view. No Ray, no MLflow, no torch.
 
 A trial lives in its own content-addressed directory, `checkpoints_dir/<trial_key>`, shared by every sweep of
 one storage root: `state.pt` while it runs, `best/` and `result.json` once it has finished (sweep_engine.training.checkpoint),
-and `failure.json` after an attempt raised.
+`failure.json` after an attempt raised, and `trial.log`, what every attempt printed.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,6 +35,10 @@ if TYPE_CHECKING:  # trial processes import this module: keep pydantic and panda
 
 STATE_FILE = "state.pt"
 FAILURE_FILE = "failure.json"
+LOG_FILE = "trial.log"
+ATTEMPT_HEADER = "=== attempt "
+# A line that names why a process ended: native aborts (Intel oneMKL, glibc), a signal caught by faulthandler.
+_FATAL = re.compile(r"FATAL|Fatal Python error|Segmentation fault|Aborted|core dumped|Killed", re.IGNORECASE)
 DONE: Literal["FINISHED"] = "FINISHED"  # JobSource.next_job's "nothing more will come"
 
 
@@ -71,6 +76,26 @@ class SweepPaths:
     def init_dir(self, spec: TrialSpec) -> Path | None:
         """A fine-tuning trial starts from its pre-training trial's best model."""
         return self.checkpoints_dir / spec.init_from / "best" if spec.init_from else None
+
+
+def trial_log(workdir: Path) -> Path:
+    """The trial's own log: every attempt's stdout and stderr, Python's and native libraries' alike (a segfault's
+    traceback, an abort message), appended, one `=== attempt` header per attempt. On the shared storage, so the
+    driver reads it whichever node ran the trial."""
+    return Path(workdir) / LOG_FILE
+
+
+def last_words(workdir: Path, max_lines: int = 3) -> str:
+    """What the last attempt in the trial log said before it ended: the line of a fatal error (a native abort,
+    a segfault, a Python traceback's last line), else its last lines; empty without a log."""
+    try:
+        text = trial_log(workdir).read_text(errors="replace")
+    except OSError:
+        return ""
+    attempt = text.rsplit(ATTEMPT_HEADER, 1)[-1]
+    lines = [line.strip() for line in attempt.splitlines()[1:] if line.strip()]
+    fatal = [line for line in lines if _FATAL.search(line)]
+    return "\n".join(fatal[:max_lines] if fatal else lines[-max_lines:])
 
 
 def read_failure(workdir: Path) -> dict[str, str] | None:

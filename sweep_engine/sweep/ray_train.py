@@ -16,7 +16,14 @@ retry on top would multiply the attempts), while the death of the trial's own pr
 
 from __future__ import annotations
 
+import faulthandler
 import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +39,7 @@ from sweep_engine.sweep.faults import (
     fault_for,
     parse_faults,
 )
-from sweep_engine.sweep.jobs import FAILURE_FILE, trial_lock
+from sweep_engine.sweep.jobs import ATTEMPT_HEADER, FAILURE_FILE, trial_lock, trial_log
 
 
 def trial_entry(config: dict[str, Any]) -> None:
@@ -41,30 +48,60 @@ def trial_entry(config: dict[str, Any]) -> None:
     spec = TrialSpec.from_dict(job["spec"])
     workdir = Path(job["workdir"])
     node = {"node_id": ray.get_runtime_context().get_node_id(), "node_ip": ray.util.get_node_ip_address()}
-    try:
-        with trial_lock(workdir):
-            if spec.resources.workers > 1:
-                result = _run_distributed(spec, job)
-            else:
-                from sweep_engine.training.loop import run_trial
+    with output_to_log(workdir, node):
+        (workdir / FAILURE_FILE).unlink(missing_ok=True)  # an earlier attempt's, not this one's
+        try:
+            with trial_lock(workdir):
+                if spec.resources.workers > 1:
+                    result = _run_distributed(spec, job)
+                else:
+                    from sweep_engine.training.loop import run_trial
 
-                reporter = TuneReporter(workdir, fault_for(spec, parse_faults(job.get("faults"))), node)
-                result = run_trial(
-                    spec,
-                    reporter,
-                    workdir=workdir,
-                    init_dir=Path(job["init_dir"]) if job.get("init_dir") else None,
-                    cache_dir=Path(job["cache_dir"]),
-                )
-    except Exception as exc:
-        reason = failure_reason(exc)
-        _write_failure(workdir, reason, exc)
-        if reason not in DETERMINISTIC and not isinstance(exc, TrainGaveUp):
-            raise  # a crash: Tune retries it from the workdir's state.pt
-        tune.report({"failed": 1, "failure_reason": reason, "error": error_message(exc), **node})
-        return
-    (workdir / FAILURE_FILE).unlink(missing_ok=True)
+                    reporter = TuneReporter(workdir, fault_for(spec, parse_faults(job.get("faults"))), node)
+                    result = run_trial(
+                        spec,
+                        reporter,
+                        workdir=workdir,
+                        init_dir=Path(job["init_dir"]) if job.get("init_dir") else None,
+                        cache_dir=Path(job["cache_dir"]),
+                    )
+        except Exception as exc:
+            traceback.print_exc()  # into the trial log, whole: the report carries only its last lines
+            reason = failure_reason(exc)
+            _write_failure(workdir, reason, exc)
+            if reason not in DETERMINISTIC and not isinstance(exc, TrainGaveUp):
+                raise  # a crash: Tune retries it from the workdir's state.pt
+            tune.report({"failed": 1, "failure_reason": reason, "error": error_message(exc), **node})
+            return
     tune.report({"final": 1, "result": json.dumps(result.to_dict()), **node})
+
+
+@contextmanager
+def output_to_log(workdir: Path, node: dict[str, str]) -> Iterator[None]:
+    """Send this process's file descriptors 1 and 2 to the trial log while the attempt runs, so that what a
+    native library prints before it aborts (Intel oneMKL, CUDA, glibc) and a segfault's Python traceback
+    (faulthandler writes to descriptor 2) land there too, not only Python's own output."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(trial_log(workdir), "ab", buffering=0) as log:
+        started = time.strftime("%Y-%m-%d %H:%M:%S")
+        log.write(
+            f"{ATTEMPT_HEADER}pid {os.getpid()} node {node['node_ip']} {node['node_id']} {started}\n".encode()
+        )
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        faulthandler.enable(all_threads=True)  # on sys.stderr, i.e. descriptor 2: the log now
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
 
 
 class TrainGaveUp(RuntimeError):
@@ -154,10 +191,11 @@ def _train_worker(job: dict[str, Any]) -> None:
     node = {"node_id": ray.get_runtime_context().get_node_id(), "rank": str(ctx.get_world_rank())}
     fault = fault_for(spec, parse_faults(job.get("faults")))
     reporter = TrainReporter(workdir, fault, node, tag=f"-rank{ctx.get_world_rank()}")
-    run_trial(
-        spec,
-        reporter,
-        workdir=workdir,
-        init_dir=Path(job["init_dir"]) if job.get("init_dir") else None,
-        cache_dir=Path(job["cache_dir"]),
-    )
+    with output_to_log(workdir, {**node, "node_ip": f"{ray.util.get_node_ip_address()} rank {node['rank']}"}):
+        run_trial(
+            spec,
+            reporter,
+            workdir=workdir,
+            init_dir=Path(job["init_dir"]) if job.get("init_dir") else None,
+            cache_dir=Path(job["cache_dir"]),
+        )

@@ -39,7 +39,9 @@ from sweep_engine.sweep.jobs import (
     SweepPaths,
     TrialEvents,
     TrialJob,
+    last_words,
     read_failure,
+    trial_log,
 )
 from sweep_engine.sweep.ray_train import trial_entry
 from sweep_engine.sweep.together import run_together
@@ -62,7 +64,8 @@ def launch(
 
     Args:
         space: A validated space.
-        address: A Ray cluster to join (`ray start --head` / `ray up`); None starts an embedded local Ray.
+        address: A Ray cluster to join (`ray start --head` / `ray up`); None: $RAY_ADDRESS, else a private
+            local Ray.
         retry_failed: Also re-run trials the ledger records as FAILED.
         progress: The live view (progress.RichProgressView in the CLI).
         tracker: Defaults to MLflow at `space.tracking_uri`, experiment `space.experiment_name`.
@@ -132,23 +135,31 @@ def prepare(space: Space, progress: Callable[[int, int, str], None] | None = Non
     prepare_data([t.data for t in specs], space.cache_dir.resolve(), progress)
 
 
+def ray_address(explicit: str | None) -> str | None:
+    """Which Ray to use: `--address`, else $RAY_ADDRESS (what `ray job submit` sets for its entrypoint, and what
+    Ray's own tools honour), else None: a private local Ray."""
+    return explicit or os.environ.get("RAY_ADDRESS") or None
+
+
 @contextmanager
 def ray_session(address: str | None = None, **init_kwargs: Any) -> Iterator[None]:
-    """Use the Ray already initialised in this process, else start an embedded one (address None) or join a
-    cluster; shut down only what this call started."""
+    """Use the Ray already initialised in this process, else join `ray_address(address)` or start a private
+    one; shut down only what this call started.
+
+    No `runtime_env` is passed to `ray.init`: inside `ray job submit` Ray merges it into the job's, which gives
+    the driver's job an environment of its own to set up on every node (Train V2, once set here, is Ray 2.60's
+    default). The driver needs nothing from its working directory after the space is loaded.
+    """
     if ray.is_initialized():
         yield
         return
-    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")  # trial processes of a local Ray inherit it
     kwargs: dict[str, Any] = {
         "include_dashboard": False,
         "log_to_driver": False,  # trials log to files; the console shows the progress view
         "logging_level": logging.ERROR,
     }
-    if address:
-        kwargs["runtime_env"] = {"env_vars": {"RAY_TRAIN_V2_ENABLED": "1"}}
     # "local" always starts a new instance; a bare ray.init() would join any cluster running on this machine.
-    ray.init(address=address or "local", **{**kwargs, **init_kwargs})
+    ray.init(address=ray_address(address) or "local", **{**kwargs, **init_kwargs})
     try:
         yield
     finally:
@@ -308,17 +319,30 @@ class _Bridge(tune.Callback):
             self.events.ended(Outcome(key, FINISHED, result=result, info=node))
         elif last.get("failed"):
             reason, error = str(last.get("failure_reason", "crash")), str(last.get("error", ""))
-            self.events.ended(Outcome(key, FAILED, failure_reason=reason, error=error, info=node))
+            error, info = _with_log(error, _workdir(trial), node)
+            self.events.ended(Outcome(key, FAILED, failure_reason=reason, error=error, info=info))
         else:  # stopped without an end of its own: the sweep was interrupted
             self.events.ended(Outcome(key, KILLED, info=node))
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        key = _trial_name(trial)
+        key, workdir = _trial_name(trial), _workdir(trial)
         text = str(trial.get_error() or "")
-        failure = read_failure(_workdir(trial)) or {}
+        failure = read_failure(workdir)  # written when the last attempt raised; absent when its process died
         reason = "oom" if "OutOfMemoryError" in text else "crash"
-        error = failure.get("error") or _last_lines(text) or "the trial process died"
-        self.events.ended(Outcome(key, FAILED, failure_reason=reason, error=error))
+        if failure:
+            error = failure.get("error", "")
+        else:  # the process ended without a Python exception: the log holds its last words
+            said = last_words(workdir) or _last_lines(text)
+            error = "the trial process died" + (f": {said}" if said else "")
+        error, tags = _with_log(error, workdir, {})
+        self.events.ended(Outcome(key, FAILED, failure_reason=reason, error=error, info=tags))
+
+
+def _with_log(error: str, workdir: Path, info: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """The error with the trial log's path appended (what the summary, the ledger and the run show), and the
+    path as a run tag."""
+    log = trial_log(workdir)
+    return f"{error} (log: {log})", {**info, "log_file": str(log)}
 
 
 def _workdir(trial: Any) -> Path:

@@ -11,12 +11,22 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 from typing import Any
 
 from sweep_engine.ledger import Ledger, trial_row
+from sweep_engine.provenance import git_commit, package_versions
 from sweep_engine.shapes import estimate_n
-from sweep_engine.spec import FAILED, FINISHED, KILLED, TrialResult, TrialSpec
-from sweep_engine.tracking import TRIAL, RunRecord, Tracker, flatten, reconcile_running
+from sweep_engine.spec import FAILED, FINISHED, KILLED, TrialResult, TrialSpec, content_hash, key_dict
+from sweep_engine.tracking import (
+    TRIAL,
+    DatasetRecord,
+    ModelRecord,
+    RunRecord,
+    Tracker,
+    flatten,
+    reconcile_running,
+)
 
 CURVE_METRICS = ("val_loss", "train_loss", "lr")
 
@@ -28,12 +38,16 @@ class Recorder:
         tracker: Where the runs go.
         ledger: The sweep's ledger.
         sweep_key: The sweep's key (a tag of every run, a column of every row).
+        checkpoints_dir: The trials' directories; a finished trial's run records its `best/` model from there.
     """
 
-    def __init__(self, tracker: Tracker, ledger: Ledger, sweep_key: str) -> None:
+    def __init__(
+        self, tracker: Tracker, ledger: Ledger, sweep_key: str, checkpoints_dir: Path | None = None
+    ) -> None:
         self.tracker = tracker
         self.ledger = ledger
         self.sweep_key = sweep_key
+        self.checkpoints_dir = checkpoints_dir  # where each trial's best/ is (None: record no model)
         self.parents: dict[str, str] = {}  # stage -> parent run id
         self.run_ids: dict[str, str] = {}  # trial_key -> run id (opened in this launch)
         self.logged: dict[str, set[int]] = {}  # trial_key -> curve steps (tokens) logged
@@ -70,10 +84,12 @@ class Recorder:
             return self.run_ids[key]
         if spec.stage not in self.parents:
             self.open_stage(spec.stage, {})
-        tags = {**trial_tags(spec, self.sweep_key), **(info or {})}
+        tags = {**trial_tags(spec, self.sweep_key), **source_tags(), **(info or {})}
         parent = self.parents[spec.stage]
         run_id = self.tracker.trial_run(parent, key, flatten(spec.to_dict()), tags, name=run_name(spec))
         self.run_ids[key] = run_id
+        if key not in self.known:  # a new run: what it reads (a relaunch finds it logged)
+            self.tracker.log_dataset(run_id, training_dataset(spec))
         # A relaunch continues the curve MLflow has (a run is reused, never duplicated).
         self.logged[key] = self.tracker.logged_steps(run_id, "val_loss") if key in self.known else set()
         return run_id
@@ -111,6 +127,14 @@ class Recorder:
         if reused:
             tags["reused"] = "true"  # done before this launch: another sweep's pre-training, a killed driver
         self.tracker.set_tags(run_id, tags)
+        best = self.checkpoints_dir / key / "best" if self.checkpoints_dir is not None else None
+        if best is not None and (best / "config.json").is_file():
+            # MLflow's model names allow no '.', ':' or '/': the run's name without its LR (a tag has it).
+            name = f"{spec.language}-{spec.init}-{spec.model.name}-D_F={spec.data.d_f or 'all'}-{key[:8]}"
+            model = ModelRecord(
+                name, str(best), result.tokens_at_best, {"trial_key": key, "lr": f"{spec.lr:g}"}
+            )
+            self.tracker.log_model(run_id, model)
         self.tracker.end_run(run_id, FINISHED)
         self.closed.add(key)
         self.ledger.upsert(trial_row(spec, self.sweep_key, status=FINISHED, result=result))
@@ -158,8 +182,59 @@ def trial_tags(spec: TrialSpec, sweep_key: str) -> dict[str, str]:
 
 
 def run_name(spec: TrialSpec) -> str:
-    """What a trial's run is called in the tracker's UI: its axes, then its key."""
-    return f"{spec.stage}-{spec.language}-{spec.init}-{spec.model.name}-{spec.key()}"
+    """What a trial's run is called in the tracker's UI, readable without opening a column: language, init,
+    size, D_F and LR (the seed when not 0), then the start of its key (names need not be unique; keys are).
+    E.g. `de finetune xs D_F=4000 lr=0.003 36332dcf`."""
+    d_f = "all" if spec.data.d_f is None else f"{spec.data.d_f:,}".replace(",", "_")
+    init = "pretrain" if spec.stage == "pretrain" else spec.init
+    seed = f" seed={spec.seed}" if spec.seed else ""
+    return f"{spec.language} {init} {spec.model.name} D_F={d_f} lr={spec.lr:g}{seed} {spec.key()[:8]}"
+
+
+def source_tags() -> dict[str, str]:
+    """The run's source as MLflow shows it (the runs table's Source and Version columns): the git commit of the
+    code, and the versions of the packages that shape the numbers."""
+    commit = git_commit()
+    tags = {
+        "mlflow.source.type": "LOCAL",
+        # The commit first: the runs table's Source column shows a dozen characters.
+        "mlflow.source.name": f"git {commit[:10]}{' dirty' if commit.endswith('-dirty') else ''} sweep-engine",
+        "mlflow.source.git.commit": commit,
+    }
+    tags.update({f"versions.{name}": version for name, version in package_versions().items()})
+    return tags
+
+
+def training_dataset(spec: TrialSpec) -> DatasetRecord:
+    """The trial's training set as a tracker dataset: corpus, split and D_F in its name; the digest hashes
+    everything that fixes the exact tokens (corpus, tokenizer, held-out split, D_F), so two runs with one digest
+    trained on the same subset."""
+    corpus, data = spec.data.corpus, spec.data
+    d_f = "all" if data.d_f is None else str(data.d_f)
+    if corpus.kind == "path":
+        source, source_type, label = str(corpus.path), "local", Path(str(corpus.path)).name
+    elif corpus.kind == "hf":
+        config = f"/{corpus.config}" if corpus.config else ""
+        source, source_type = f"hf://datasets/{corpus.name}{config}", "hugging_face"
+        label = f"{corpus.name}{config}:{corpus.split}"
+    else:
+        label = f"bible {'+'.join(corpus.translations) or 'default'} {corpus.part}"
+        source, source_type = f"sweep-engine builtin {label}", "code"
+    profile = {
+        "corpus": label,
+        "language": spec.language,
+        "split": "train",
+        "d_f_tokens": d_f,
+        "held_out": f"{data.val_size} {data.val_unit} (seed {data.split_seed})",
+    }
+    return DatasetRecord(
+        name=f"{spec.language} {label} train D_F={d_f}",
+        digest=content_hash(key_dict(data), 12),
+        source=source,
+        source_type=source_type,
+        context="training",
+        profile=profile,
+    )
 
 
 def final_metrics(result: TrialResult) -> dict[str, float]:

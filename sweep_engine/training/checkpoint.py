@@ -1,7 +1,8 @@
 """What a trial leaves in its workdir, each file written atomically (temporary file, then os.replace).
 
-- workdir/best/: the best model so far, `save_pretrained`, loadable with transformers alone (plus
-  trial_spec.json, the spec that trained it, so that fine-tuning can tell tokenizers apart).
+- workdir/best/: the best model so far and its tokenizer, `save_pretrained`, loadable with transformers alone
+  (`AutoModelForCausalLM` / `AutoTokenizer.from_pretrained`), plus trial_spec.json, the spec that trained it, so
+  that fine-tuning can tell tokenizers apart.
 - workdir/state.pt: the resumable state, rewritten at evaluations; removed once the result is written.
 - workdir/result.json: TrialResult.to_dict(); the run is finished, a relaunch returns it without training.
 """
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 from sweep_engine.data.batches import BatchSource
 from sweep_engine.errors import ConfigError
@@ -51,8 +52,28 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def save_best(model: PreTrainedModel, workdir: Path, spec_dict: dict[str, Any]) -> None:
-    """Save `model` as workdir/best (save_pretrained) with the spec that trained it.
+def hf_tokenizer(tokenizer_file: str | Path, context: int) -> PreTrainedTokenizerFast:
+    """The trial's tokenizer as Hugging Face loads it (`AutoTokenizer.from_pretrained(best)`): the same
+    tokenizers JSON, its end-of-text token as EOS, BOS and UNK (GPT-2's convention), `context` as its length."""
+    from sweep_engine.data.tokenizer import EOT
+
+    return PreTrainedTokenizerFast(
+        tokenizer_file=str(tokenizer_file),
+        eos_token=EOT,
+        bos_token=EOT,
+        unk_token=EOT,
+        model_max_length=context,
+    )
+
+
+def save_best(
+    model: PreTrainedModel,
+    workdir: Path,
+    spec_dict: dict[str, Any],
+    tokenizer: PreTrainedTokenizerFast | None = None,
+) -> None:
+    """Save `model` as workdir/best (save_pretrained) with the spec that trained it and, when given, its
+    tokenizer, so that `AutoModelForCausalLM` and `AutoTokenizer.from_pretrained(best)` load both.
 
     Written to a sibling directory first and swapped in, so a crash mid-save leaves the previous best intact.
     """
@@ -61,6 +82,10 @@ def save_best(model: PreTrainedModel, workdir: Path, spec_dict: dict[str, Any]) 
     old = workdir / f".{BEST_DIR}.old"
     for d in (tmp, old):
         shutil.rmtree(d, ignore_errors=True)
+    if tokenizer is not None:
+        # GPT-2's config names id 50256 as BOS/EOS; a model with its own vocabulary generates up to its own.
+        model.config.bos_token_id = model.config.eos_token_id = tokenizer.eos_token_id
+        tokenizer.save_pretrained(tmp)
     model.save_pretrained(tmp)
     (tmp / SPEC_FILE).write_text(json.dumps(spec_dict, sort_keys=True, indent=1))
     if best.exists():

@@ -155,6 +155,8 @@ def run_trial(
                 f"{len(arr)} ids" + (f" in [{int(arr.min())}, {int(arr.max())}]" if len(arr) else "")
             )
     batches = BatchSource(data.train, spec.context, global_windows, spec.seed, rank, world)
+    # Saved beside every best model, so the model is usable without the engine.
+    tokenizer = ckpt.hf_tokenizer(data.tokenizer_file, spec.context) if data.tokenizer_file else None
 
     # ---- model and optimizer --------------------------------------------------------------------------------
     shape = resolve_shape(spec.model)
@@ -240,7 +242,7 @@ def run_trial(
             best_weights = {k: v.detach().to("cpu", copy=True) for k, v in lm.state_dict().items()}
             progress.best_val_doc_loss = val_by_doc.tolist() if val_by_doc is not None else []
             if master:
-                ckpt.save_best(lm, workdir, spec.to_dict())
+                ckpt.save_best(lm, workdir, spec.to_dict(), tokenizer)
         evals += 1
         saved = master and (evals % checkpoint_every == 0 or progress.stop_reason is not None)
         if saved:

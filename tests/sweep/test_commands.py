@@ -20,6 +20,8 @@ import yaml
 from typer.testing import CliRunner
 
 from sweep_engine.cli import app
+from sweep_engine.config import load_space
+from sweep_engine.data.inputs import input_problems
 from sweep_engine.space import expand, transfer_trials
 from sweep_engine.spec import FINISHED, RUNNING
 from sweep_engine.sweep.driver import SweepDriver
@@ -50,7 +52,41 @@ def test_unreadable_corpus_exits_2_before_ray_or_mlflow(tmp_path: Path) -> None:
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(data))
     result = runner.invoke(app, ["launch", str(tmp_path / "s.yaml")])
     assert result.exit_code == 2 and "missing.txt" in result.output
+    assert "s.yaml: transfer.languages.es.corpus.path: must name a readable corpus" in result.output
     assert not (tmp_path / "results" / "tiny").exists() and not (tmp_path / "results" / "mlflow.db").exists()
+
+
+def test_relative_paths_are_read_against_the_space_file_from_any_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spaces, elsewhere = tmp_path / "spaces", tmp_path / "elsewhere"
+    spaces.mkdir()
+    elsewhere.mkdir()
+    (spaces / "de.jsonl").write_text('{"text": "Im Anfang war das Wort."}\n')
+    data = space_dict(Path("out"), languages=("de",))  # storage relative too
+    data["transfer"]["languages"]["de"] = {"corpus": {"path": "de.jsonl"}}
+    (spaces / "s.yaml").write_text(yaml.safe_dump(data))
+    monkeypatch.chdir(elsewhere)
+    assert runner.invoke(app, ["validate", "../spaces/s.yaml"]).exit_code == 0
+    space = load_space(Path("../spaces/s.yaml"))
+    assert space.transfer is not None and space.storage_dir == spaces / "out"
+    assert space.transfer.languages["de"].corpus.path == str(spaces / "de.jsonl")
+    assert input_problems(space) == []
+
+    # The same space without its corpus: launch names the field and exits 2 before it starts Ray.
+    (spaces / "de.jsonl").unlink()
+
+    def no_ray(*args: object, **kwargs: object) -> None:
+        raise AssertionError("launch started Ray before it checked the space's inputs")
+
+    monkeypatch.setattr("sweep_engine.sweep.ray_tune.ray_session", no_ray)
+    result = runner.invoke(app, ["launch", "../spaces/s.yaml"])
+    assert result.exit_code == 2, result.output
+    assert (
+        f"transfer.languages.de.corpus.path: must name a readable corpus: corpus file '{spaces / 'de.jsonl'}'"
+        in result.output
+    )
+    assert not (spaces / "out").exists()
 
 
 def test_status_of_a_new_sweep_writes_nothing(tmp_path: Path) -> None:

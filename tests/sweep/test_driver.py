@@ -238,6 +238,18 @@ def test_optuna_searches_each_cell_within_its_budget_and_continues(tmp_path: Pat
     assert asked.specs[0].lr in lrs and len(read_ledger(space.results_dir / "trials.parquet")) == 1 + 4 * 4
 
 
+def test_tpe_starts_guiding_within_a_small_budget(tmp_path: Path) -> None:
+    from sweep_engine.sweep.search import CellSearch, startup_trials
+
+    assert [startup_trials(b) for b in (1, 3, 8, 20, 100)] == [1, 1, 4, 10, 10]
+    data = space_dict(tmp_path / "results", languages=("es",))
+    data["search"] = {"kind": "optuna", "trials_per_cell": 8, "sampler": "tpe", "lr_range": [1e-4, 1e-2]}
+    search = CellSearch(write_space(tmp_path / "s.yaml", data), tmp_path / "optuna.journal")
+    sampler = search._sampler(search.cells[0], 0)
+    # Optuna's default (10 random start-up trials) would make all 8 pairs random: 4 are, 4 are TPE's.
+    assert sampler._n_startup_trials == 4
+
+
 def test_one_driver_per_sweep_and_one_trainer_per_trial(space: Space, tmp_path: Path) -> None:
     with driver_lock(space.results_dir.resolve()), pytest.raises(SweepBusy, match="already running"):
         run_inline(space, InMemoryTracker())
@@ -264,7 +276,10 @@ def test_one_driver_per_sweep_and_one_trainer_per_trial(space: Space, tmp_path: 
 def ray_local() -> Any:
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    # "local": a new instance, never a cluster another `ray start` left running on this shared machine.
+    ray.init(
+        address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR
+    )
     yield ray
     ray.shutdown()
 
@@ -350,7 +365,7 @@ def test_ray_retries_transient_failures_and_records_the_rest(
     )
     faults = (
         "init=scratch&d_f=1000:once,init=finetune&d_f=1000:kill,"
-        "init=scratch&d_f=4000:always,init=finetune&d_f=4000:config"
+        "init=scratch&d_f=4000:segv,init=finetune&d_f=4000:config"
     )
     summary = launch(space, faults=faults)
     assert summary.exit_code == 1
@@ -365,12 +380,19 @@ def test_ray_retries_transient_failures_and_records_the_rest(
     assert got == {
         ("scratch", 1000): (FINISHED, ""),  # raised once, resumed from its checkpoint
         ("finetune", 1000): (FINISHED, ""),  # its process died once (a lost worker)
-        ("scratch", 4000): (FAILED, "crash"),  # raised on both attempts
+        ("scratch", 4000): (FAILED, "crash"),  # its process crashed (SIGSEGV) on both attempts
         ("finetune", 4000): (FAILED, "config"),  # deterministic: not retried
     }
     runs = {(r.tags["init"], r.tags["D_F"]): r for r in MlflowTracker(space.tracking_uri, "tiny").runs(TRIAL)}
     assert runs["scratch", "1000"].tags["attempt"] == "2" and runs["finetune", "4000"].tags["attempt"] == "1"
-    assert runs["scratch", "4000"].status == FAILED and "injected" in runs["scratch", "4000"].tags["error"]
+    # A process that died says why and where its log is, never just "the process died".
+    crashed = runs["scratch", "4000"]
+    log = Path(crashed.tags["log_file"])
+    assert crashed.status == FAILED and log.is_file() and log.parent.name == crashed.tags["trial_key"]
+    assert "injected native crash" in crashed.tags["error"] and "Segmentation fault" in crashed.tags["error"]
+    assert f"(log: {log})" in crashed.tags["error"]
+    assert log.read_text().count("=== attempt ") == 2 and "in fire" in log.read_text()  # faulthandler's stack
+    assert ledger.loc[("transfer", "scratch", 4000), "error"] == crashed.tags["error"]
     assert runs["finetune", "4000"].tags["failure_reason"] == "config"
 
 
