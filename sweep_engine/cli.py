@@ -11,8 +11,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from sweep_engine import __version__
 from sweep_engine.analysis.commands import analyze_cmd, fit_cmd
@@ -20,7 +18,7 @@ from sweep_engine.cli_args import load_space_or_exit
 from sweep_engine.config import load_space
 from sweep_engine.data.commands import corpora_cmd, prepare_cmd
 from sweep_engine.demo import demo_cmd
-from sweep_engine.errors import UserError
+from sweep_engine.errors import ConfigError, UserError
 from sweep_engine.exits import fail, on_bad_input
 from sweep_engine.sweep.commands import launch_cmd, resume_cmd, status_cmd, ui_cmd
 
@@ -58,7 +56,9 @@ def validate(
         ),
     ],
 ) -> None:
-    """Check search-space files; print a one-line summary of each valid one. Writes nothing."""
+    """Check search-space files; print a one-line summary of each valid one, and a warning for every transfer
+    D_F whose token cap cannot reach its expected overfitting point (budgets.py). Writes nothing."""
+    from sweep_engine.budgets import cap_warnings
     from sweep_engine.space import count_trials
 
     # An argument with "=" that is not a file is an override (a file name may hold "=" too).
@@ -77,6 +77,8 @@ def validate(
             f"{path}: ok  name={space.name} sizes={sizes} languages={langs} "
             f"trials: pretrain={counts['pretrain']} transfer={counts['transfer']}"
         )
+        for warning in cap_warnings(space):
+            typer.echo(f"warning: {path}: {warning}", err=True)
     if errors:
         raise fail("\n".join(errors))
 
@@ -92,8 +94,14 @@ def plan(
     ],
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
     calibrate: Annotated[
-        bool, typer.Option("--calibrate", help="Measure tokens/s of each size here instead of assuming.")
+        bool, typer.Option("--calibrate", help="Measure CPU tokens/s of each size here (CPU trials only).")
     ] = False,
+    gpu: Annotated[
+        str | None,
+        typer.Option(
+            "--gpu", help="GPU type of GPU trials (default: the space's accelerator_type, else H100)."
+        ),
+    ] = None,
     power: Annotated[
         bool,
         typer.Option(
@@ -113,12 +121,14 @@ def plan(
         int, typer.Option("--seed", help="With --power: seeds the worlds (printed; replays).")
     ] = 0,
 ) -> None:
-    """Trials, tokens, FLOPs and estimated wall time per stage. Writes nothing, starts no Ray.
+    """Trials, tokens, FLOPs and estimated wall time per stage, with its terms. Writes nothing, starts no Ray.
 
     With --power: draw worlds from a prior, build the ledger each space's grid would record in each, run the
     real analysis on it, and print the probability of resolving each question (docs/power.md).
     """
     from sweep_engine import plan as planning
+    from sweep_engine.budgets import cap_warnings
+    from sweep_engine.hardware import PEAK_FLOPS, peak_flops
 
     overrides = [a for a in args if "=" in a and not Path(a).exists()]
     paths = [Path(a) for a in args if a not in overrides]
@@ -130,40 +140,39 @@ def plan(
         _power(paths, overrides, prior or [], worlds, seed, as_json)
         return
     spaces = [load_space_or_exit(p, overrides) for p in paths]
+    with on_bad_input():
+        if gpu is not None and peak_flops(gpu) is None:
+            raise ConfigError(
+                f"--gpu must name a GPU of the peak-FLOPs table {sorted(PEAK_FLOPS)}, got {gpu!r}"
+            )
     measured = None
     if calibrate:
         from sweep_engine.training.step import calibrate as measure  # torch, only when asked
 
         measured = {k: v for space in spaces for k, v in measure(space).items()}
-    results = [planning.make_plan(space, measured) for space in spaces]
+    results = [planning.make_plan(space, measured, planning.Assumptions(gpu=gpu)) for space in spaces]
     if as_json:
         dicts = [r.to_dict() for r in results]
         typer.echo(json.dumps(dicts[0] if len(dicts) == 1 else dicts, indent=2))
         return
-    for result in results:
-        table = Table(title=f"plan: {result.space}")
-        for col in (
-            "stage",
-            "trials",
-            "tokens (max)",
-            "FLOPs (max, 6N)",
-            "est. wall",
-            "concurrency",
-            "sizes",
-        ):
-            table.add_column(col, justify="right" if col not in ("stage", "sizes") else "left")
+    for space, result in zip(spaces, results, strict=True):
+        typer.echo(f"plan: {result.space}  (upper bounds: every trial to its token cap)")
+        typer.echo(
+            f"{'stage':<9} {'trials':>6} {'tokens':>9} {'FLOPs 6ND':>10} {'FLOPs hw':>9} {'est. wall':>10}  at"
+        )
         for s in result.stages:
-            table.add_row(
-                s.stage,
-                f"{s.trials:,}",
-                f"{s.tokens:.3g}",
-                f"{s.flops:.3g}",
-                _hours(s.est_hours),
-                str(s.concurrency),
-                " ".join(s.sizes),
+            typer.echo(
+                f"{s.stage:<9} {s.trials:>6,} {s.tokens:>9.3g} {s.flops:>10.3g} {s.hardware_flops:>9.3g} "
+                f"{_hours(s.est_hours):>10}  {s.concurrency} at once"
             )
-        Console().print(table)
-        typer.echo(f"throughput: {result.throughput_source}")
+            typer.echo(
+                f"  trial-hours: train {_hours(s.train_hours)}, eval {_hours(s.eval_hours)} "
+                f"({s.eval_tokens:.3g} tokens), checkpoints {_hours(s.checkpoint_hours)}, "
+                f"compile {_hours(s.compile_hours)}; sizes {' '.join(s.sizes)}"
+            )
+        typer.echo(f"assumptions: {result.throughput_source}")
+        for warning in cap_warnings(space):
+            typer.echo(f"warning: {warning}", err=True)
 
 
 def _power(

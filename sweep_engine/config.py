@@ -36,7 +36,8 @@ class Strict(BaseModel):
 
 
 class CorpusConfig(Strict):
-    """Exactly one source: `builtin` (the parallel Bible), `path` (local text/JSONL/Parquet) or `hf`."""
+    """Exactly one source: `builtin` (the parallel Bible), `path` (local .txt/.jsonl/.json/.parquet) or `hf`.
+    `revision` pins a Hugging Face dataset to a commit (its cache key and trial keys then name it)."""
 
     builtin: Literal["bible"] | None = None
     translations: list[str] = []
@@ -48,12 +49,17 @@ class CorpusConfig(Strict):
     text_field: str = "text"
     max_chars: PosInt | None = None
     simplified: bool = False
+    revision: Annotated[str, Field(min_length=1)] | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> CorpusConfig:
         given = [k for k in CORPUS_KINDS if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(f"exactly one of {', '.join(CORPUS_KINDS)} must be given, got {given or 'none'}")
+        if self.revision is not None and self.hf is None:
+            raise ValueError(
+                f"revision pins a Hugging Face dataset: it needs hf, got revision {self.revision!r}"
+            )
         return self
 
     @property
@@ -72,14 +78,23 @@ SizeEntry = str | SizeConfig
 
 
 class ScheduleConfig(Strict):
+    """Linear warm-up over `warmup_steps`, then decay to `decay_floor` x peak at the token cap. With a cap that
+    follows D_F, `warmup_max_fraction` keeps the warm-up of a short run to that fraction of its steps."""
+
     kind: Literal["cosine", "linear", "constant"] = "cosine"
     warmup_steps: NonNegInt = 0
     decay_floor: Fraction = 0.1
+    warmup_max_fraction: Annotated[float, Field(gt=0, le=1)] | None = None
 
 
 class StoppingConfig(Strict):
     """Evaluate every `eval_interval_tokens`; stop after `patience` evaluations without an improvement of at
-    least `min_delta`, at `token_cap` (also the LR schedule's horizon), or on divergence."""
+    least `min_delta`, at the token cap (also the LR schedule's horizon), or on divergence.
+
+    The cap is `token_cap`, or, with `token_cap_epochs`, that many epochs of the cell's D_F, at least
+    `token_cap_min` and at most `token_cap` (a budget that follows the data: a fixed cap is either far too long
+    for D_F 8K or far too short for D_F 500M). `overfit_epochs` is the assumption `validate` checks caps
+    against (budgets.py): a cell is expected to reach its overfitting point within that many epochs."""
 
     eval_interval_tokens: PosInt
     token_cap: PosInt
@@ -89,6 +104,20 @@ class StoppingConfig(Strict):
     # Evaluate at least every this many epochs of the D_F tokens (never more often than once a step): a run on
     # 1,000 tokens overfits within a few dozen epochs, long before a fixed interval sized for the largest D_F.
     eval_interval_epochs: PosFloat | None = None
+    token_cap_epochs: PosFloat | None = None
+    token_cap_min: PosInt | None = None
+    overfit_epochs: PosFloat = 16.0
+
+    @model_validator(mode="after")
+    def _cap_range(self) -> StoppingConfig:
+        if self.token_cap_min is not None and self.token_cap_min > self.token_cap:
+            raise ValueError(
+                f"token_cap_min must be <= token_cap, got (token_cap_min={self.token_cap_min}, "
+                f"token_cap={self.token_cap})"
+            )
+        if self.token_cap_min is not None and self.token_cap_epochs is None:
+            raise ValueError("token_cap_min bounds a cap that follows D_F: it needs token_cap_epochs")
+        return self
 
 
 class ValidationConfig(Strict):
@@ -146,11 +175,17 @@ class TrainingConfig(Strict):
 
 
 class ResourcesConfig(Strict):
+    """Per worker: CPUs, GPUs (fractions share a GPU), a GPU type (`accelerator_type`: Ray's name, e.g. "A100",
+    "H100", "A10G"; trials then run only on such nodes) and custom Ray resources (e.g. {p4d: 1}, a node type
+    the cluster file declares)."""
+
     cpus_per_trial: PosFloat = 1.0
     gpus_per_trial: Annotated[float, Field(ge=0)] = 0.0  # per worker; fractions share a GPU
     workers_per_trial: PosInt = 1  # > 1: DDP through Ray Train
     max_concurrent_trials: PosInt | None = None  # default: what the cluster holds
     max_retries: NonNegInt = 2  # for transient failures (a lost worker or node)
+    accelerator_type: Annotated[str, Field(min_length=1)] | None = None
+    custom_resources: dict[str, PosFloat] = {}
 
     @model_validator(mode="after")
     def _whole_gpus_when_above_one(self) -> ResourcesConfig:
@@ -160,10 +195,13 @@ class ResourcesConfig(Strict):
 
 
 class PretrainConfig(TrainingConfig):
+    """`lr`: one peak LR, or one per size ({size name: LR}; smaller models take larger LRs, e.g. Kaplan et al.
+    2020, eq. D.1)."""
+
     language: str = "en"
     corpus: CorpusConfig
     sizes: Annotated[list[SizeEntry], Field(min_length=1)]
-    lr: PosFloat
+    lr: PosFloat | dict[str, PosFloat]
     schedule: ScheduleConfig = ScheduleConfig(warmup_steps=500)
     seed: NonNegInt = 0
     resources: ResourcesConfig | None = None  # default: the space's; kept by `pretrain_from`
@@ -184,7 +222,9 @@ class TransferConfig(TrainingConfig):
     # More (or other) seeds at some D_F: {250: [0, 1, 2]}. Where the gap to scratch is smallest against the
     # run-to-run noise, a third seed narrows its interval most.
     seeds_by_d_f: dict[PosInt, Annotated[list[NonNegInt], Field(min_length=1)]] = {}
-    extra_val: dict[str, CorpusConfig] = {}  # e.g. {en: ...}: English loss after fine-tuning (forgetting)
+    # e.g. {en: ...}: English loss after fine-tuning (forgetting). `pretrain` names the pre-training corpus: its
+    # validation set is then a subset of the pre-training's held-out documents (checked), never training text.
+    extra_val: dict[str, CorpusConfig | Literal["pretrain"]] = {}
 
     @field_validator("d_f", "lr", "init", "seeds")
     @classmethod
@@ -207,6 +247,18 @@ class TransferConfig(TrainingConfig):
     def seeds_at(self, d_f: int) -> list[int]:
         """The seeds of the cells at this D_F."""
         return self.seeds_by_d_f.get(d_f, self.seeds)
+
+
+class ExecutionConfig(Strict):
+    """How trials are carried out, without changing what they compute (not part of any trial key): when state.pt
+    is written (at an evaluation, once any cadence set is due), where it is written first, and torch.compile
+    ("auto": on CUDA only; "off"; or a backend name such as "inductor")."""
+
+    checkpoint_every_evals: PosInt | None = 1
+    checkpoint_every_s: PosFloat | None = None
+    checkpoint_every_tokens: PosInt | None = None
+    checkpoint_local_dir: str | None = None
+    compile: Annotated[str, Field(min_length=1)] = "auto"
 
 
 class TrackingConfig(Strict):
@@ -268,6 +320,7 @@ class Space(Strict):
     storage: str = "results"
     tracking: TrackingConfig = TrackingConfig()
     resources: ResourcesConfig = ResourcesConfig()
+    execution: ExecutionConfig = ExecutionConfig()
     tokenizer: TokenizerConfig = TokenizerConfig()
     pretrain_from: str | None = None
     pretrain: PretrainConfig | None = None
@@ -283,6 +336,7 @@ class Space(Strict):
             problems.append("at least one of pretrain, transfer (or pretrain_from) must be given")
         if self.pretrain:
             problems += _check_sizes(self.pretrain.sizes)
+            problems += _check_pretrain(self.pretrain)
             if not LANGUAGE_CODE.match(self.pretrain.language):
                 problems.append(
                     f"pretrain.language: must be an ISO 639-1 code, got {self.pretrain.language!r}"
@@ -338,6 +392,28 @@ def _check_sizes(sizes: list[SizeEntry]) -> list[str]:
     return problems
 
 
+def _check_pretrain(pretrain: PretrainConfig) -> list[str]:
+    problems = []
+    if isinstance(pretrain.lr, dict):
+        names = [size_name(s) for s in pretrain.sizes]
+        if sorted(pretrain.lr) != sorted(names):
+            problems.append(
+                f"pretrain.lr: a mapping must give one LR for every size and no other, expected {names}, "
+                f"got {sorted(pretrain.lr)}"
+            )
+    if pretrain.stopping.token_cap_epochs is not None:
+        problems.append(
+            "pretrain.stopping.token_cap_epochs: pre-training has no D_F (it reads its whole corpus); "
+            "give its token_cap alone"
+        )
+    return problems
+
+
+def pretrain_lr(pretrain: PretrainConfig, size: SizeEntry) -> float:
+    """The peak LR of one pre-training size."""
+    return pretrain.lr[size_name(size)] if isinstance(pretrain.lr, dict) else pretrain.lr
+
+
 def _check_transfer(transfer: TransferConfig, pretrain: PretrainConfig | None) -> list[str]:
     problems = [
         f"transfer.languages.{code}: key must be an ISO 639-1 code (two lowercase letters), got {code!r}"
@@ -356,6 +432,24 @@ def _check_transfer(transfer: TransferConfig, pretrain: PretrainConfig | None) -
             f"transfer.context: fine-tuning needs the pre-training context ({pretrain.context}), "
             f"got {transfer.context}"
         )
+    tv, pv = transfer.validation, pretrain.validation
+    for name, corpus in transfer.extra_val.items():
+        if corpus != "pretrain":
+            continue
+        # The forgetting set must be held out of pre-training: the same corpus split by the same rule, with a
+        # validation prefix no larger than pre-training's (validation keys are a prefix of one permutation).
+        if name != pretrain.language:
+            problems.append(
+                f"transfer.extra_val.{name}: 'pretrain' names the {pretrain.language!r} pre-training corpus, so "
+                f"its key must be {pretrain.language!r}"
+            )
+        if (tv.unit, tv.split_seed) != (pv.unit, pv.split_seed) or tv.size > pv.size:
+            problems.append(
+                f"transfer.extra_val.{name}: the pre-training held-out split is reused only with the same "
+                f"validation unit and split_seed and a size no larger than pre-training's, got transfer "
+                f"(unit={tv.unit}, split_seed={tv.split_seed}, size={tv.size}) and pretrain "
+                f"(unit={pv.unit}, split_seed={pv.split_seed}, size={pv.size})"
+            )
     return problems
 
 
@@ -423,7 +517,7 @@ def resolve_paths(space: Space, base: Path) -> Space:
         corpora += [lang["corpus"] for lang in data["transfer"]["languages"].values()]
         corpora += list(data["transfer"]["extra_val"].values())
     for corpus in corpora:
-        if corpus and corpus.get("path"):
+        if isinstance(corpus, dict) and corpus.get("path"):  # not "pretrain" (extra_val's name for it)
             corpus["path"] = _absolute(corpus["path"], base)
     for key in ("vocab_file", "merges_file"):
         if data["tokenizer"].get(key):

@@ -62,6 +62,11 @@ COLUMNS = [
     "zero_shot_loss",
     "wall_s",
     "tokens_per_s",
+    "train_s",
+    "eval_s",
+    "checkpoint_s",
+    "eval_per_train",
+    "mfu",
     "curve",
     "notes",
     "doc_losses",
@@ -127,6 +132,8 @@ def trial_row(
         row[name] = math.nan
     for name in ("test_loss", "test_tokens_per_char", "test_bpc"):
         row[name] = math.nan
+    for name in ("train_s", "eval_s", "checkpoint_s", "eval_per_train", "mfu"):
+        row[name] = math.nan
     row.update({"stop_reason": "", "curve": "[]", "notes": "[]", "doc_losses": ""})
     if result is not None:
         row.update(_result_columns(result))
@@ -152,6 +159,11 @@ def _result_columns(r: TrialResult) -> dict[str, Any]:
         "zero_shot_loss": r.zero_shot_loss if r.zero_shot_loss is not None else math.nan,
         "wall_s": r.wall_s,
         "tokens_per_s": r.tokens_per_s,
+        "train_s": r.train_s,
+        "eval_s": r.eval_s,
+        "checkpoint_s": r.checkpoint_s,
+        "eval_per_train": eval_per_train(r),
+        "mfu": r.mfu if r.mfu is not None else math.nan,
         "curve": json.dumps([vars(p) for p in r.curve]),
         "notes": json.dumps(r.notes),
         "test_loss": r.test_loss if r.test_loss is not None else math.nan,
@@ -167,6 +179,11 @@ def _result_columns(r: TrialResult) -> dict[str, Any]:
     for name, loss in r.zero_shot_extra_val_loss.items():
         cols[f"zero_shot_extra_val_loss_{name}"] = loss
     return cols
+
+
+def eval_per_train(r: TrialResult) -> float:
+    """Seconds of evaluation per second of training (NaN for results recorded before these were timed)."""
+    return r.eval_s / r.train_s if r.train_s > 0 else math.nan
 
 
 def read_ledger(path: Path) -> pd.DataFrame:

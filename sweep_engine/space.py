@@ -8,6 +8,7 @@ by every language and every relaunch.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,12 +21,14 @@ from sweep_engine.config import (
     StoppingConfig,
     TrainingConfig,
     TransferConfig,
+    pretrain_lr,
     resolve_size,
     size_name,
 )
 from sweep_engine.spec import (
     CorpusSpec,
     DataSpec,
+    ExecutionSpec,
     ModelShape,
     ResourceSpec,
     ScheduleSpec,
@@ -53,6 +56,7 @@ def corpus_spec(corpus: CorpusConfig, language: str) -> CorpusSpec:
         text_field=corpus.text_field,
         max_chars=corpus.max_chars,
         simplified=corpus.simplified,
+        revision=corpus.revision,
     )
 
 
@@ -70,8 +74,22 @@ def tokenizer_spec(space: Space, language: str, language_corpus: CorpusSpec) -> 
     )
 
 
-def _schedule(s: ScheduleConfig) -> ScheduleSpec:
-    return ScheduleSpec(kind=s.kind, warmup_steps=s.warmup_steps, decay_floor=s.decay_floor)
+def _schedule(s: ScheduleConfig, token_cap: int = 0, batch_tokens: int = 1) -> ScheduleSpec:
+    """The schedule of one trial: with `warmup_max_fraction`, the warm-up is at most that fraction of the steps
+    to its cap (rounded up), so a short run (a small D_F's cap) warms up and still decays."""
+    warmup = s.warmup_steps
+    if s.warmup_max_fraction is not None:
+        warmup = min(warmup, math.ceil(s.warmup_max_fraction * max(1, token_cap // batch_tokens)))
+    return ScheduleSpec(kind=s.kind, warmup_steps=warmup, decay_floor=s.decay_floor)
+
+
+def token_cap(s: StoppingConfig, d_f: int | None, batch_tokens: int) -> int:
+    """The cell's token cap: `token_cap`, or `token_cap_epochs` x D_F within [token_cap_min (default one batch),
+    token_cap]."""
+    if s.token_cap_epochs is None or d_f is None:
+        return s.token_cap
+    floor = s.token_cap_min if s.token_cap_min is not None else batch_tokens
+    return min(s.token_cap, max(floor, math.ceil(s.token_cap_epochs * d_f)))
 
 
 def _stopping(s: StoppingConfig, d_f: int | None = None, batch_tokens: int = 0) -> StoppingSpec:
@@ -80,10 +98,12 @@ def _stopping(s: StoppingConfig, d_f: int | None = None, batch_tokens: int = 0) 
         interval = min(interval, max(batch_tokens, round(s.eval_interval_epochs * d_f)))
     return StoppingSpec(
         eval_interval_tokens=interval,
-        token_cap=s.token_cap,
+        token_cap=token_cap(s, d_f, batch_tokens),
         patience=s.patience,
         min_delta=s.min_delta,
         diverge_factor=s.diverge_factor,
+        # D_F unknown until the corpus is read (pre-training): the loop resolves the epochs.
+        eval_interval_epochs=s.eval_interval_epochs if d_f is None else None,
     )
 
 
@@ -91,7 +111,24 @@ def _resources(space: Space, stage: str = "transfer") -> ResourceSpec:
     r = space.resources
     if stage == "pretrain" and space.pretrain and space.pretrain.resources:
         r = space.pretrain.resources
-    return ResourceSpec(cpus=r.cpus_per_trial, gpus=r.gpus_per_trial, workers=r.workers_per_trial)
+    return ResourceSpec(
+        cpus=r.cpus_per_trial,
+        gpus=r.gpus_per_trial,
+        workers=r.workers_per_trial,
+        accelerator_type=r.accelerator_type,
+        custom=tuple(sorted(r.custom_resources.items())),
+    )
+
+
+def _execution(space: Space) -> ExecutionSpec:
+    e = space.execution
+    return ExecutionSpec(
+        checkpoint_every_evals=e.checkpoint_every_evals,
+        checkpoint_every_s=e.checkpoint_every_s,
+        checkpoint_every_tokens=e.checkpoint_every_tokens,
+        checkpoint_local_dir=e.checkpoint_local_dir,
+        compile=e.compile,
+    )
 
 
 def _data(stage: TrainingConfig, corpus: CorpusSpec, tokenizer: TokenizerSpec, d_f: int | None) -> DataSpec:
@@ -125,12 +162,13 @@ def pretrain_trials(space: Space) -> list[TrialSpec]:
             context=pre.context,
             batch_tokens=pre.batch_tokens,
             micro_batch_tokens=pre.micro_batch_tokens,
-            lr=pre.lr,
+            lr=pretrain_lr(pre, size),
             weight_decay=pre.weight_decay,
-            schedule=_schedule(pre.schedule),
+            schedule=_schedule(pre.schedule, pre.stopping.token_cap, pre.batch_tokens),
             stopping=_stopping(pre.stopping),
             seed=pre.seed,
             resources=_resources(space, "pretrain"),
+            execution=_execution(space),
         )
         for size in pre.sizes
     ]
@@ -167,11 +205,17 @@ def transfer_trials(space: Space, lrs: list[float] | None = None) -> list[TrialS
     for lang, size, d_f, init, lr, sched in itertools.product(
         tr.languages, transfer_sizes(space), tr.d_f, tr.init, lrs or tr.lr, tr.schedules
     ):
+        schedule = _schedule(sched, token_cap(tr.stopping, d_f, tr.batch_tokens), tr.batch_tokens)
         for seed in tr.seeds_at(d_f):
-            trials.append(
-                _transfer_trial(space, lang, size, d_f, init, lr, _schedule(sched), seed, pretrain_keys)
-            )
+            trials.append(_transfer_trial(space, lang, size, d_f, init, lr, schedule, seed, pretrain_keys))
     return trials
+
+
+def cell_schedule(space: Space, index: int, d_f: int) -> ScheduleSpec:
+    """`transfer.schedules[index]` as the trials of a cell with this D_F run it (its warm-up bounded by the cap)."""
+    tr = space.transfer
+    assert tr is not None
+    return _schedule(tr.schedules[index], token_cap(tr.stopping, d_f, tr.batch_tokens), tr.batch_tokens)
 
 
 def cell_trial(space: Space, cell: Cell, lr: float, schedule: ScheduleSpec, seed: int) -> TrialSpec:
@@ -208,7 +252,7 @@ def _transfer_trial(
     assert tr is not None
     corpus = corpus_spec(tr.languages[lang].corpus, lang)
     data = _data(tr, corpus, tokenizer_spec(space, lang, corpus), d_f)
-    extra = tuple((name, corpus_spec(c, name)) for name, c in tr.extra_val.items())
+    extra = tuple((name, extra_val_corpus(space, name, c)) for name, c in tr.extra_val.items())
     data = DataSpec(**{**data.__dict__, "extra_val": extra})
     return TrialSpec(
         sweep=space.name,
@@ -227,7 +271,17 @@ def _transfer_trial(
         seed=seed,
         init_from=pretrain_keys[shape.name] if init == "finetune" else None,
         resources=_resources(space),
+        execution=_execution(space),
     )
+
+
+def extra_val_corpus(space: Space, name: str, corpus: CorpusConfig | str) -> CorpusSpec:
+    """An extra validation set's corpus; "pretrain": the pre-training corpus (its held-out documents)."""
+    if corpus == "pretrain":
+        assert space.pretrain is not None  # validated
+        return corpus_spec(space.pretrain.corpus, space.pretrain.language)
+    assert isinstance(corpus, CorpusConfig)
+    return corpus_spec(corpus, name)
 
 
 def expand(space: Space) -> list[TrialSpec]:

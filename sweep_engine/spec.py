@@ -48,8 +48,9 @@ class CorpusSpec:
     """Where a language's text comes from; `kind` is the space file's key that named the source.
 
     kind "builtin": the built-in verse-aligned parallel Bible (see sweep_engine.data.corpora).
-    kind "path": a local .txt (one document per blank-line-separated paragraph), .jsonl or .parquet file.
-    kind "hf": a Hugging Face dataset name loaded through `datasets` (streamed).
+    kind "path": a local .txt (one document per blank-line-separated paragraph), .jsonl, .json (an array of
+    objects, or one object per line) or .parquet file.
+    kind "hf": a Hugging Face dataset name loaded through `datasets` (streamed), at `revision` when given.
     """
 
     kind: CorpusKind
@@ -63,6 +64,7 @@ class CorpusSpec:
     text_field: str = "text"  # jsonl / parquet / hf: column holding the text
     max_chars: int | None = None  # read at most this many characters (large corpora)
     simplified: bool = False  # zh: convert Traditional to Simplified characters
+    revision: str | None = None  # hf: the dataset's commit (or tag) to read; None = its default branch
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,9 @@ class StoppingSpec:
     patience: int = 3  # evaluations without an improvement of at least min_delta
     min_delta: float = 0.0
     diverge_factor: float = 1.5  # loss above this multiple of the first evaluation = diverged
+    # Pre-training (D_F unknown until the corpus is read): evaluate at least every this many epochs of the
+    # training sequence, resolved by the loop. Transfer trials fold their epochs into eval_interval_tokens.
+    eval_interval_epochs: float | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +132,26 @@ class ResourceSpec:
     cpus: float = 1.0
     gpus: float = 0.0
     workers: int = 1  # > 1: Ray Train TorchTrainer with DDP
+    accelerator_type: str | None = None  # Ray's accelerator type of the GPU to run on ("A100", "H100", ...)
+    custom: tuple[tuple[str, float], ...] = ()  # custom Ray resources per worker, e.g. (("p4d", 1.0),)
+
+
+@dataclass(frozen=True)
+class ExecutionSpec:
+    """How a run is carried out without changing what it computes (never part of a trial key).
+
+    A state.pt is written at an evaluation when any set cadence is due: every `checkpoint_every_evals`
+    evaluations, `checkpoint_every_s` seconds or `checkpoint_every_tokens` training tokens since the last one.
+    With `checkpoint_local_dir`, it is written there first and moved to the workdir (shared storage) by a
+    background thread while training goes on. `compile`: "auto" (torch.compile on CUDA), "off", or a
+    torch.compile backend ("inductor", "aot_eager", ...) to use on any device.
+    """
+
+    checkpoint_every_evals: int | None = 1
+    checkpoint_every_s: float | None = None
+    checkpoint_every_tokens: int | None = None
+    checkpoint_local_dir: str | None = None
+    compile: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -149,6 +174,7 @@ class TrialSpec:
     micro_batch_tokens: int | None = None  # None = whole batch at once; else gradient accumulation
     init_from: str | None = None  # finetune: trial_key of the pre-training trial of the same size
     resources: ResourceSpec = field(default_factory=ResourceSpec)
+    execution: ExecutionSpec = field(default_factory=ExecutionSpec)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -222,8 +248,8 @@ KEY_FIELDS_V1: dict[str, frozenset[str]] = {
     ),
     "ResourceSpec": frozenset(["cpus", "gpus", "workers"]),
 }
-# Where a run is placed, not what it computes.
-NOT_IN_KEY = {"TrialSpec": frozenset({"sweep", "resources"})}
+# Where and how a run is carried out, not what it computes.
+NOT_IN_KEY = {"TrialSpec": frozenset({"sweep", "resources", "execution"})}
 
 
 def key_dict(obj: Any) -> Any:
@@ -293,9 +319,15 @@ def _trial_spec_from_dict(d: dict[str, Any]) -> TrialSpec:
             "data": DataSpec(**data),
             "schedule": ScheduleSpec(**d["schedule"]),
             "stopping": StoppingSpec(**d["stopping"]),
-            "resources": ResourceSpec(**d.get("resources", {})),
+            "resources": _resources(d.get("resources", {})),
+            "execution": ExecutionSpec(**d.get("execution", {})),
         }
     )
+
+
+def _resources(d: dict[str, Any]) -> ResourceSpec:
+    custom = tuple((str(k), float(v)) for k, v in d.get("custom", ()))
+    return ResourceSpec(**{**d, "custom": custom})
 
 
 @dataclass
@@ -329,9 +361,10 @@ class DocIndex:
 
 @dataclass
 class TrialData:
-    """Token arrays one trial trains and evaluates on (built by sweep_engine.data.load_trial_data)."""
+    """Token arrays one trial trains and evaluates on (built by sweep_engine.data.load_trial_data, which maps
+    them from token files: nothing is read until a batch or an evaluation gathers it)."""
 
-    train: np.ndarray  # exactly d_f token ids (int32), in the nested-subset order
+    train: np.ndarray  # exactly d_f token ids (uint16 or int32), in the nested-subset order
     val: np.ndarray  # the fixed validation set of the trial's language
     vocab_size: int
     train_chars: int = 0  # characters behind `train` (for D in characters)
@@ -342,6 +375,9 @@ class TrialData:
     test_chars: int = 0
     val_docs: DocIndex | None = None  # per-document index of `val` (None: record no per-document losses)
     test_docs: DocIndex | None = None
+    # (smallest, largest) id of each set ("train", "val", "test", extra names), recorded when its file was
+    # written; a set without one is scanned (small in-memory arrays in tests).
+    id_range: dict[str, tuple[int, int]] = field(default_factory=dict)
     tokenizer_file: str | None = None  # the tokenizer (tokenizers' JSON), saved beside every best model
 
 
@@ -383,6 +419,10 @@ class TrialResult:
     test_tokens_per_char: float = 0.0
     # At the best step, per held-out document: {"val": DocIndex.to_json(...), "test": ...} (docs/ledger.md).
     doc_losses: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+    train_s: float = 0.0  # seconds of training steps, over all sessions
+    eval_s: float = 0.0  # seconds of evaluation (zero-shot, every interval, the final best-weights sets)
+    checkpoint_s: float = 0.0  # seconds the training loop waited on state.pt and best/ writes
+    mfu: float | None = None  # model-FLOPs utilisation of the training steps (GPUs with a known peak)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -63,7 +63,10 @@ def test_plan_json(tmp_path: Path) -> None:
 
 def test_plan_table_and_bad_input() -> None:
     ok = runner.invoke(app, ["plan", str(REPO / "search_spaces" / "chinese.yaml")])
-    assert ok.exit_code == 0 and "transfer" in ok.stdout and "throughput" in ok.stdout
+    assert ok.exit_code == 0 and "transfer" in ok.stdout and "assumptions:" in ok.stdout
+    assert "trial-hours: train" in ok.stdout and "checkpoints" in ok.stdout and "compile" in ok.stdout
+    bad_gpu = runner.invoke(app, ["plan", str(REPO / "search_spaces" / "chinese.yaml"), "--gpu", "Z9"])
+    assert bad_gpu.exit_code == 2 and "--gpu must name a GPU" in bad_gpu.stderr
     missing = runner.invoke(app, ["plan", "nope.yaml"])
     assert missing.exit_code == 2 and "file not found" in missing.stderr
 

@@ -201,3 +201,116 @@ def test_pretrain_from_errors(tmp_path: Path) -> None:
     del child["pretrain"]
     message = errors_of(tmp_path, child)
     assert f"space.yaml: pretrain_from: {tmp_path / 'missing.yaml'}: file not found" in message
+
+
+def test_a_revision_pins_a_hugging_face_dataset_only(tmp_path: Path) -> None:
+    from sweep_engine.space import expand
+
+    data = minimal()
+    data["transfer"]["languages"]["de"]["corpus"] = {"hf": "org/set", "revision": "0033d73"}
+    trial = next(t for t in expand(load_space(write(tmp_path, data))) if t.stage == "transfer")
+    assert trial.data.corpus.revision == "0033d73"
+    unpinned = minimal()
+    unpinned["transfer"]["languages"]["de"]["corpus"] = {"hf": "org/set"}
+    other = next(t for t in expand(load_space(write(tmp_path, unpinned))) if t.stage == "transfer")
+    assert other.data.corpus.revision is None and other.key() != trial.key()
+    data["transfer"]["languages"]["de"]["corpus"] = {"path": "de.jsonl", "revision": "0033d73"}
+    assert "revision pins a Hugging Face dataset: it needs hf" in errors_of(tmp_path, data)
+
+
+def test_budgets_follow_d_f_within_their_floor_and_ceiling(tmp_path: Path) -> None:
+    from sweep_engine.space import transfer_trials
+
+    data = minimal()
+    data["transfer"]["d_f"] = [100, 1000, 4000]
+    data["transfer"]["stopping"] = {"eval_interval_tokens": 1024, "token_cap": 30_000, "token_cap_epochs": 10,
+                                    "token_cap_min": 2048}  # fmt: skip
+    data["transfer"]["schedules"] = [{"warmup_steps": 20, "warmup_max_fraction": 0.25}]
+    caps = {t.data.d_f: (t.stopping.token_cap, t.schedule.warmup_steps)
+            for t in transfer_trials(load_space(write(tmp_path, data)))}  # fmt: skip
+    # 10 epochs: 1,000 -> 2,048 (the floor), 1,000 -> 10,000, 4,000 -> 30,000 (the ceiling); warm-up a quarter
+    # of the steps of 256 tokens, at most 20.
+    assert caps == {100: (2048, 2), 1000: (10_000, 10), 4000: (30_000, 20)}
+    data["transfer"]["stopping"]["token_cap_min"] = 40_000
+    assert "token_cap_min must be <= token_cap" in errors_of(tmp_path, data)
+    del data["transfer"]["stopping"]["token_cap_epochs"]
+    data["transfer"]["stopping"]["token_cap_min"] = 1000
+    assert "token_cap_min bounds a cap that follows D_F: it needs token_cap_epochs" in errors_of(
+        tmp_path, data
+    )
+    pre = minimal()
+    pre["pretrain"]["stopping"]["token_cap_epochs"] = 2
+    assert "pretrain.stopping.token_cap_epochs: pre-training has no D_F" in errors_of(tmp_path, pre)
+
+
+def test_validate_warns_when_a_cap_cannot_reach_the_overfitting_point(tmp_path: Path) -> None:
+    from sweep_engine.budgets import cap_checks, cap_warnings
+
+    data = minimal()  # caps of 4,096 tokens, evaluations every 1,024, patience 3 (the default)
+    data["transfer"]["stopping"]["overfit_epochs"] = 2
+    space = load_space(write(tmp_path, data))
+    checks = {c.d_f: c for c in cap_checks(space)}
+    # D_F 1,000: overfit at 2,000 tokens, first evaluation after it at 2,048, then 3 more: 5,120 > 4,096.
+    assert checks[1000].overfit_tokens == 2000 and checks[1000].needed == (2 + 3) * 1024
+    assert not checks[1000].reaches and checks[1000].trials == 2
+    [warning] = [w for w in cap_warnings(space) if "d_f=1,000 " in w]
+    assert "token cap 4,096 cannot reach the expected overfitting point: 2 epochs = 2,000 tokens" in warning
+    assert len(cap_warnings(space)) == 2  # D_F 4,000 too
+    data["transfer"]["stopping"]["token_cap"] = 40_960
+    assert cap_warnings(load_space(write(tmp_path, data))) == []
+    for name in ("paper/chinese.yaml", "paper/spanish.yaml", "paper/german.yaml"):
+        assert cap_warnings(load_space(SPACES / name)) == [], name
+
+
+def test_pretraining_lrs_per_size(tmp_path: Path) -> None:
+    from sweep_engine.space import pretrain_trials
+
+    data = minimal()
+    data["pretrain"]["sizes"] = ["xs", "s"]
+    data["pretrain"]["lr"] = {"xs": 3e-3, "s": 2e-3}
+    assert [t.lr for t in pretrain_trials(load_space(write(tmp_path, data)))] == [3e-3, 2e-3]
+    data["pretrain"]["lr"] = {"xs": 3e-3, "m": 2e-3}
+    assert "pretrain.lr: a mapping must give one LR for every size and no other" in errors_of(tmp_path, data)
+
+
+def test_the_forgetting_set_can_be_the_pretraining_held_out_split(tmp_path: Path) -> None:
+    from sweep_engine.space import pretrain_trials, transfer_trials
+
+    data = minimal()
+    data["pretrain"]["validation"] = {"size": 300}
+    data["transfer"]["validation"] = {"size": 100}
+    data["transfer"]["extra_val"] = {"en": "pretrain"}
+    space = load_space(write(tmp_path, data))
+    [(name, corpus)] = transfer_trials(space)[0].data.extra_val
+    assert name == "en" and corpus == pretrain_trials(space)[0].data.corpus
+    from sweep_engine.data.inputs import input_problems
+
+    assert input_problems(space) == []  # checked as the pre-training corpus it names
+    data["transfer"]["validation"] = {"size": 400, "unit": "tokens"}
+    assert "the pre-training held-out split is reused only with the same validation unit" in errors_of(
+        tmp_path, data
+    )
+    data["transfer"]["validation"] = {"size": 100}
+    data["transfer"]["extra_val"] = {"de": "pretrain"}
+    assert "'pretrain' names the 'en' pre-training corpus, so its key must be 'en'" in errors_of(
+        tmp_path, data
+    )
+
+
+def test_node_types_and_execution_reach_the_specs_but_not_their_keys(tmp_path: Path) -> None:
+    from sweep_engine.space import expand
+    from sweep_engine.sweep.ray_tune import trial_resources
+
+    base = expand(load_space(write(tmp_path, minimal())))
+    data = minimal()
+    data["resources"] = {"gpus_per_trial": 0.5, "accelerator_type": "A10G", "custom_resources": {"g5": 0.5}}
+    data["execution"] = {"checkpoint_every_evals": None, "checkpoint_every_s": 900, "compile": "inductor"}
+    trials = expand(load_space(write(tmp_path, data)))
+    assert [t.key() for t in trials] == [t.key() for t in base]
+    t = trials[-1]
+    assert t.resources.accelerator_type == "A10G" and t.resources.custom == (("g5", 0.5),)
+    assert t.execution.checkpoint_every_s == 900 and t.execution.compile == "inductor"
+    assert trial_resources(t) == {"CPU": 1.0, "GPU": 0.5, "g5": 0.5, "accelerator_type:A10G": 0.001}
+    from sweep_engine.spec import TrialSpec
+
+    assert TrialSpec.from_dict(t.to_dict()) == t  # through the job payload and back

@@ -6,6 +6,7 @@ import json
 import math
 import re
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 from sweep_engine.ledger import COLUMNS, Ledger, read_ledger, trial_row
@@ -43,6 +44,17 @@ def test_finished_row_flattens_spec_and_result(tmp_path: Path) -> None:
     assert row["extra_val_loss_en"] == 4.0 and row["zero_shot_extra_val_loss_en"] == 3.5
     assert json.loads(row["curve"])[0]["extra_val_loss"] == {"en": 4.0}
     assert json.loads(row["spec"])["lr"] == spec.lr and row["failure_reason"] == ""
+    # Results recorded before evaluation was timed: NaN, not a ratio of zeros.
+    assert math.isnan(row["eval_per_train"]) and math.isnan(row["mfu"])
+    timed = trial_row(
+        spec, "sk", status=FINISHED, result=replace(result(), train_s=10.0, eval_s=2.5, mfu=0.41)
+    )
+    assert (timed["train_s"], timed["eval_s"], timed["eval_per_train"], timed["mfu"]) == (
+        10.0,
+        2.5,
+        0.25,
+        0.41,
+    )
 
 
 def test_failed_row_has_reason_and_nan_quantities(tmp_path: Path) -> None:
@@ -97,3 +109,12 @@ def test_docs_list_every_column() -> None:
     for cell in re.findall(r"^\| ([^|]+) \|", doc, flags=re.M):
         documented |= {c.strip() for c in cell.split(",")}
     assert set(COLUMNS) <= documented, set(COLUMNS) - documented
+
+
+def test_mlflow_gets_the_evaluation_cost_and_mfu_of_a_trial() -> None:
+    from sweep_engine.sweep.record import final_metrics
+
+    untimed = final_metrics(result())
+    assert "eval_per_train" not in untimed and "mfu" not in untimed  # None and 0/0 are not logged
+    timed = final_metrics(replace(result(), train_s=8.0, eval_s=2.0, checkpoint_s=0.5, mfu=0.38))
+    assert timed["eval_per_train"] == 0.25 and timed["mfu"] == 0.38 and timed["checkpoint_s"] == 0.5

@@ -74,8 +74,19 @@ def test_paper_space_matches_the_study() -> None:
     assert space.pretrain.batch_tokens == 512 * 1024 and space.pretrain.context == 1024
     assert space.pretrain.schedule.warmup_steps == 500
     assert {s.warmup_steps for s in space.transfer.schedules} == {300}
-    assert space.transfer.stopping.token_cap == 15_000_000
     assert len(space.transfer.lr) >= 2
+    # Budgets follow D_F: 48 epochs within [1M, 10B] tokens; a short run's warm-up is 5% of its steps.
+    trials = {t.data.d_f: t for t in transfer_trials(space) if t.init == "scratch" and t.lr == 1e-4}
+    assert trials[8000].stopping.token_cap == 1_048_576 and trials[8000].schedule.warmup_steps == 4
+    assert trials[800_000].stopping.token_cap == 38_400_000 and trials[800_000].schedule.warmup_steps == 118
+    assert trials[500_000_000].stopping.token_cap == 10_000_000_000
+    assert trials[500_000_000].schedule.warmup_steps == 300
+    # Evaluated every 6 epochs of small D_F (48,000 tokens: 2 whole steps at 8K), every 4M tokens of large D_F.
+    assert trials[8000].stopping.eval_interval_tokens == 48_000
+    assert trials[8_000_000].stopping.eval_interval_tokens == 4_194_304
+    # One pre-training LR per size, smaller for larger models.
+    lrs = [t.lr for t in pretrain_trials(space)]
+    assert len(set(lrs)) == 6 and lrs == sorted(lrs, reverse=True)
 
 
 def test_optuna_counts_budget_per_cell(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
@@ -27,7 +28,11 @@ from sweep_engine.data import bible
 from sweep_engine.errors import DataError
 from sweep_engine.spec import CorpusSpec, kind_in_keys
 
-TEXT_SUFFIXES = (".txt", ".jsonl", ".parquet")
+TEXT_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
+# Units are handed to the tokenizer in batches of about this many characters: large enough for its parallel
+# batch call, small enough that a batch's encodings (~100 bytes per token) stay near 30 MB.
+BATCH_CHARS = 1 << 20
+JSON_READ_CHARS = 1 << 20  # a JSON array file is decoded from a window of this many characters at a time
 
 
 @dataclass(frozen=True)
@@ -138,7 +143,8 @@ def fingerprint(corpus: CorpusSpec) -> dict[str, object]:
     """What identifies a corpus's content, for cache keys.
 
     Built-in: the spec and the package versions. Local file: the spec, its size and modification time
-    (hashing gigabytes on every trial would cost more than the trial's data loading). Hugging Face: the spec.
+    (hashing gigabytes on every trial would cost more than the trial's data loading). Hugging Face: the spec,
+    with its pinned revision when one is given (a dataset's `main` moves; its commit does not).
     The kind is written in the words the caches were first named with, so existing caches stay valid.
     """
     identity = reader(corpus).identity(corpus)
@@ -152,14 +158,14 @@ def fingerprint(corpus: CorpusSpec) -> dict[str, object]:
     return fp
 
 
-def iter_unit_batches(corpus: CorpusSpec, batch_chars: int = 1 << 22) -> Iterator[UnitBatch]:
+def iter_unit_batches(corpus: CorpusSpec, batch_chars: int | None = None) -> Iterator[UnitBatch]:
     """The units of a corpus in source order, in batches of about `batch_chars` characters (large enough that
     the tokenizer's parallel batch call is efficient, small enough to bound its memory).
 
     Raises:
         DataError: the corpus cannot be read.
     """
-    return reader(corpus).unit_batches(corpus, batch_chars)
+    return reader(corpus).unit_batches(corpus, batch_chars or BATCH_CHARS)
 
 
 def holdout_candidates(corpus: CorpusSpec, keys: np.ndarray) -> np.ndarray:
@@ -303,6 +309,8 @@ def _path_documents(corpus: CorpusSpec) -> Iterator[str]:
         return _txt_documents(path)
     if suffix == ".jsonl":
         return _jsonl_documents(path, corpus.text_field)
+    if suffix == ".json":
+        return _json_documents(path, corpus.text_field)
     return _parquet_documents(path, corpus.text_field)
 
 
@@ -311,11 +319,20 @@ def _path_describe(corpus: CorpusSpec) -> str:
 
 
 def _hf_identity(corpus: CorpusSpec) -> dict[str, object]:
-    return {"name": corpus.name, "config": corpus.config, "split": corpus.split, "field": corpus.text_field}
+    ident: dict[str, object] = {
+        "name": corpus.name,
+        "config": corpus.config,
+        "split": corpus.split,
+        "field": corpus.text_field,
+    }
+    if corpus.revision is not None:  # absent when unpinned, so caches built before pins kept their keys
+        ident["revision"] = corpus.revision
+    return ident
 
 
 def _hf_describe(corpus: CorpusSpec) -> str:
-    return f"Hugging Face dataset {corpus.name!r} (config {corpus.config!r}, split {corpus.split!r})"
+    at = f", revision {corpus.revision!r}" if corpus.revision else ""
+    return f"Hugging Face dataset {corpus.name!r} (config {corpus.config!r}, split {corpus.split!r}{at})"
 
 
 def _local_path(corpus: CorpusSpec) -> Path:
@@ -362,6 +379,46 @@ def _jsonl_documents(path: Path, field: str) -> Iterator[str]:
             yield obj[field]
 
 
+def _json_documents(path: Path, field: str) -> Iterator[str]:
+    """A `.json` file: one JSON array of objects (decoded element by element, never whole), or, when its first
+    character is not `[`, one object per line as in `.jsonl` (how many corpora ship under .json)."""
+    with path.open(encoding="utf-8-sig") as f:
+        head = f.read(JSON_READ_CHARS)
+        if not head.lstrip().startswith("["):
+            yield from _jsonl_documents(path, field)
+            return
+        yield from _json_array(f, head, path, field)
+
+
+def _json_array(f: TextIO, buf: str, path: Path, field: str) -> Iterator[str]:
+    decoder = json.JSONDecoder()
+    pos = buf.index("[") + 1
+    n = 0
+    while True:
+        while pos < len(buf) and (buf[pos].isspace() or (buf[pos] == "," and n)):
+            pos += 1
+        if pos < len(buf) and buf[pos] == "]":
+            return
+        try:
+            if pos == len(buf):
+                raise json.JSONDecodeError("need more", buf, pos)
+            obj, pos = decoder.raw_decode(buf, pos)
+        except json.JSONDecodeError as e:
+            more = f.read(JSON_READ_CHARS)  # the element runs past the window: widen it
+            if not more:
+                raise DataError(f"{path}: element {n + 1} of the JSON array is not valid JSON: {e}") from e
+            buf, pos = buf[pos:] + more, 0
+            continue
+        n += 1
+        if not isinstance(obj, dict) or not isinstance(obj.get(field), str):
+            raise DataError(
+                f"{path}: element {n} has no string field {field!r} (set the corpus's text_field)"
+            )
+        yield obj[field]
+        if pos > JSON_READ_CHARS:  # drop what was decoded, so the window stays small
+            buf, pos = buf[pos:], 0
+
+
 def _parquet_documents(path: Path, field: str) -> Iterator[str]:
     import pyarrow.parquet as pq
 
@@ -383,7 +440,9 @@ def _hf_documents(corpus: CorpusSpec) -> Iterator[str]:
     try:
         import datasets
 
-        ds = datasets.load_dataset(corpus.name, corpus.config, split=corpus.split, streaming=True)
+        ds = datasets.load_dataset(
+            corpus.name, corpus.config, split=corpus.split, streaming=True, revision=corpus.revision
+        )
         rows = iter(ds)
         first = next(rows, None)
     except Exception as e:  # network, missing dataset, bad config: all mean "cannot be reached"

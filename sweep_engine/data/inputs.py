@@ -27,7 +27,8 @@ def named_corpora(space: Space) -> Iterator[tuple[str, str, CorpusConfig]]:
         for code, lang in space.transfer.languages.items():
             yield f"transfer.languages.{code}.corpus", code, lang.corpus
         for name, corpus in space.transfer.extra_val.items():
-            yield f"transfer.extra_val.{name}", name, corpus
+            if isinstance(corpus, CorpusConfig):  # "pretrain": the pre-training corpus, named above
+                yield f"transfer.extra_val.{name}", name, corpus
 
 
 def input_problems(space: Space) -> list[str]:

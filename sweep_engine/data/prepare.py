@@ -9,20 +9,24 @@ build from several processes at once):
     splits/<split>-train/                     the whole training sequence in its seeded order; a trial's D_F
                                               tokens are a prefix of it
 
-so the first trial of a sweep tokenizes, and every later trial only reads a tokenizer and two .npy files.
+so the first trial of a sweep tokenizes, and every later trial only reads a tokenizer and maps token files.
+Token arrays are token files (tokenfile.py): written chunk by chunk, read as memory maps, their id range kept
+in meta.json, so preparing and training on a corpus larger than memory keeps memory bounded.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer
 
 from sweep_engine.data import cache, corpora, subsets
+from sweep_engine.data.tokenfile import TokenFileInfo, TokenReader, TokenWriter, dtype_for, open_tokens
 from sweep_engine.data.tokenizer import (
     encode_documents,
     eot_id,
@@ -34,7 +38,7 @@ from sweep_engine.errors import DataError
 from sweep_engine.spec import CorpusSpec, DataSpec, DocIndex, TrialData, content_hash
 
 FORMAT = 1  # bump when a cache layout or rule changes
-SPLIT_FORMAT = 2  # 2: held-out sets carry their per-document index
+SPLIT_FORMAT = 3  # 2: held-out sets carry their per-document index; 3: token files (tokens.bin + id range)
 StepReporter = Callable[[str], None]  # told each build step, in a few words
 
 
@@ -51,7 +55,7 @@ def load_trial_data(data: DataSpec, cache_dir: Path, progress: StepReporter | No
         progress: called with a short description of each build step (none on a cache hit).
 
     Returns:
-        TrialData with int32 token arrays; characters behind each.
+        TrialData with memory-mapped token arrays (uint16 or int32) and their id ranges; characters behind each.
 
     Raises:
         DataError: a corpus cannot be read, or the sizes asked for do not fit the corpus.
@@ -63,9 +67,10 @@ def load_trial_data(data: DataSpec, cache_dir: Path, progress: StepReporter | No
                   data.test_size)  # fmt: skip
     val = split.held_out("val")
     test = split.held_out("test") if data.test_size else None
-    full, doc_ends, doc_chars = split.training()
+    seq = split.training()
+    full, doc_ends, doc_chars = seq.tokens, seq.doc_ends, seq.doc_chars
     d_f = subsets.check_d_f(data.d_f, len(full), f"corpus {corpora.describe(data.corpus)}")
-    train = full[:d_f]
+    train = full[:d_f]  # a view of the map: nothing is read until a batch is gathered
 
     def decoded_chars(start: int, stop: int) -> int:
         # A cut can split a multi-byte character: its incomplete bytes decode to U+FFFD and are not counted.
@@ -74,10 +79,15 @@ def load_trial_data(data: DataSpec, cache_dir: Path, progress: StepReporter | No
     train_chars = subsets.prefix_chars(doc_ends, doc_chars, d_f, decoded_chars)
     extra: dict[str, np.ndarray] = {}
     extra_chars: dict[str, int] = {}
+    # The id range of the whole sequence bounds its prefix's: the trial checks its ids without a scan.
+    ranges = {"train": seq.id_range, "val": val.id_range}
+    if test is not None:
+        ranges["test"] = test.id_range
     for name, corpus in data.extra_val:
         # The validation keys do not depend on test_size: another language's extra set needs no test split.
         other = Split(corpus, tok, tok_key, data.val_size, data.val_unit, data.split_seed, cache_dir, say)
-        extra[name], extra_chars[name] = other.validation()
+        held = other.held_out("val")
+        extra[name], extra_chars[name], ranges[name] = held.tokens, held.chars, held.id_range
     return TrialData(
         train=train,
         val=val.tokens,
@@ -90,6 +100,7 @@ def load_trial_data(data: DataSpec, cache_dir: Path, progress: StepReporter | No
         test_chars=test.chars if test is not None else 0,
         val_docs=val.docs,
         test_docs=test.docs if test is not None else None,
+        id_range=ranges,
         tokenizer_file=str(tokenizer_path(cache_dir, tok_key)),
     )
 
@@ -101,6 +112,21 @@ class HeldOut:
     tokens: np.ndarray
     chars: int
     docs: DocIndex
+    id_range: tuple[int, int]  # smallest and largest id, recorded when the file was written
+
+
+@dataclass
+class TrainingSequence:
+    """The whole training sequence (memory-mapped) with its document ends and cumulative characters."""
+
+    tokens: np.ndarray
+    doc_ends: np.ndarray
+    doc_chars: np.ndarray
+    id_range: tuple[int, int]
+
+
+def _info(meta: dict[str, object]) -> TokenFileInfo:
+    return TokenFileInfo.from_json(meta)
 
 
 @dataclass
@@ -137,7 +163,9 @@ class Split:
         path = cache.build_once(
             self.cache_dir / "splits" / f"{self.key}-{which}", lambda out: self._build_held_out(out, which)
         )
-        tokens = cache.load_array(path / "tokens.npy")
+        meta = cache.read_json(path / "meta.json")
+        info = _info(meta)
+        tokens = open_tokens(path / "tokens.bin", info)
         arrays = {
             k: cache.load_array(path / f"{k}.npy") for k in ("doc_keys", "unit_doc", "unit_ends", "doc_chars")
         }
@@ -146,31 +174,30 @@ class Split:
             of_target=subsets.document_of_targets(arrays["unit_ends"], arrays["unit_doc"], len(tokens)),
             chars=arrays["doc_chars"],
         )
-        return HeldOut(tokens, int(cache.read_json(path / "meta.json")["chars"]), docs)
+        return HeldOut(tokens, int(meta["chars"]), docs, (info.min, info.max))
 
-    def training(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(tokens, doc_ends, doc_chars) of the whole training sequence."""
+    def training(self) -> TrainingSequence:
+        """The whole training sequence, memory-mapped."""
         path = cache.build_once(self.cache_dir / "splits" / f"{self.key}-train", self._build_train)
-        tokens, doc_ends, doc_chars = (
-            cache.load_array(path / f"{n}.npy") for n in ("tokens", "doc_ends", "doc_chars")
+        info = _info(cache.read_json(path / "meta.json"))
+        doc_ends, doc_chars = (cache.load_array(path / f"{n}.npy") for n in ("doc_ends", "doc_chars"))
+        return TrainingSequence(
+            open_tokens(path / "tokens.bin", info), doc_ends, doc_chars, (info.min, info.max)
         )
-        return tokens, doc_ends, doc_chars
 
     def units(self) -> tuple[subsets.Units, np.ndarray]:
         """The tokenized corpus and its hold-out candidates (built on first use)."""
         path = cache.build_once(self.cache_dir / "tokens" / self.corpus_key, self._build_units)
-        meta = cache.read_json(path / "meta.json")
-        n = int(meta["tokens"])
-        tokens = (
-            np.memmap(path / "tokens.bin", dtype=meta["dtype"], mode="r", shape=(n,))
-            if n
-            else np.zeros(0, np.int32)
-        )
+        info = _info(cache.read_json(path / "meta.json"))
+        tokens = open_tokens(path / "tokens.bin", info)
         arrays = {
             k: cache.load_array(path / f"{k}.npy")
             for k in ("offsets", "chars", "groups", "keys", "candidates")
         }
-        units = subsets.Units(tokens, arrays["offsets"], arrays["chars"], arrays["groups"], arrays["keys"])
+        reader = TokenReader(path / "tokens.bin", info) if info.tokens else None
+        units = subsets.Units(
+            tokens, arrays["offsets"], arrays["chars"], arrays["groups"], arrays["keys"], reader
+        )
         return units, arrays["candidates"]
 
     def _held(self, units: subsets.Units, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -191,58 +218,83 @@ class Split:
         val_keys, test_keys = self._held(units, candidates)
         self.say(f"{'validation' if which == 'val' else 'test'} set of {corpora.describe(self.corpus)}")
         order = subsets.validation_order(units, val_keys if which == "val" else test_keys)
-        layout = subsets.lay_out(units, order, *self._separators())
-        docs = subsets.held_out_documents(layout, units.keys[order])
         out.mkdir()
-        cache.save_array(out / "tokens.npy", layout.tokens)
+        with TokenWriter(out / "tokens.bin", units.tokens.dtype) as writer:
+            layout = subsets.lay_out(units, order, *self._separators(), sink=writer.write)
+            info = writer.close()
+        docs = subsets.held_out_documents(layout, units.keys[order])
         for name, key in (("doc_keys", "keys"), ("unit_doc", "unit_doc"), ("unit_ends", "unit_ends")):
             cache.save_array(out / f"{name}.npy", docs[key])
         cache.save_array(out / "doc_chars.npy", docs["chars"])
         chars = int(layout.doc_chars[-1]) if len(layout.doc_chars) else 0
-        cache.write_json(out / "meta.json", {"chars": chars, "docs": len(docs["keys"])})
+        cache.write_json(out / "meta.json", {"chars": chars, "docs": len(docs["keys"]), **info.to_json()})
 
     def _build_train(self, out: Path) -> None:
         units, candidates = self.units()
         self.say(f"training sequence of {corpora.describe(self.corpus)}")
         order = subsets.training_order(units, np.concatenate(self._held(units, candidates)), self.seed)
-        layout = subsets.lay_out(units, order, *self._separators())
         out.mkdir()
-        cache.save_array(out / "tokens.npy", layout.tokens)
+        with TokenWriter(out / "tokens.bin", units.tokens.dtype) as writer:
+            layout = subsets.lay_out(units, order, *self._separators(), sink=writer.write)
+            info = writer.close()
         cache.save_array(out / "doc_ends.npy", layout.doc_ends)
         cache.save_array(out / "doc_chars.npy", layout.doc_chars)
+        cache.write_json(out / "meta.json", info.to_json())
 
     def _build_units(self, out: Path) -> None:
         self.say(f"tokenizing {corpora.describe(self.corpus)}")
-        out.mkdir()
-        dtype = np.uint16 if self.tok.get_vocab_size() <= 1 << 16 else np.int32
-        lengths, chars, groups, keys = [], [], [], []
-        with (out / "tokens.bin").open("wb") as f:
-            for batch in corpora.iter_unit_batches(self.corpus):
-                ids, n = encode_documents(self.tok, batch.texts)
-                f.write(ids.astype(dtype).tobytes())
-                lengths.append(n)
-                chars.append(np.fromiter(map(len, batch.texts), dtype=np.int64, count=len(batch.texts)))
-                groups.append(batch.groups)
-                keys.append(batch.keys)
-        if not lengths:
-            raise DataError(f"corpus {corpora.describe(self.corpus)} has no text")
-        offsets = np.concatenate([[0], np.cumsum(np.concatenate(lengths))]).astype(np.int64)
-        all_keys = np.concatenate(keys)
-        cache.save_array(out / "offsets.npy", offsets)
-        cache.save_array(out / "chars.npy", np.concatenate(chars))
-        cache.save_array(out / "groups.npy", np.concatenate(groups))
-        cache.save_array(out / "keys.npy", all_keys)
-        cache.save_array(out / "candidates.npy", corpora.holdout_candidates(self.corpus, all_keys))
-        total_chars = int(sum(int(c.sum()) for c in chars))
-        cache.write_json(
-            out / "meta.json",
-            {
-                "dtype": np.dtype(dtype).name,
-                "tokens": int(offsets[-1]),
-                "chars": total_chars,
-                "units": len(all_keys),
-            },
-        )
+        batches = corpora.iter_unit_batches(self.corpus)
+        encoded = (EncodedBatch(*encode_documents(self.tok, b.texts), _chars(b.texts), b.groups, b.keys)
+                   for b in batches)  # fmt: skip
+        write_units(out, encoded, dtype_for(self.tok.get_vocab_size()), corpora.describe(self.corpus))
+        keys = cache.load_array(out / "keys.npy")
+        cache.save_array(out / "candidates.npy", corpora.holdout_candidates(self.corpus, keys))
+
+
+def _chars(texts: list[str]) -> np.ndarray:
+    return np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+
+
+@dataclass
+class EncodedBatch:
+    """Consecutive units of a corpus, tokenized: ids of all of them concatenated, and per unit its token
+    count, characters, document (group) and hold-out key."""
+
+    ids: np.ndarray
+    lengths: np.ndarray
+    chars: np.ndarray
+    groups: np.ndarray
+    keys: np.ndarray
+
+
+def write_units(out: Path, batches: Iterable[EncodedBatch], dtype: np.dtype[Any], what: str) -> None:
+    """Write a tokenized corpus (a `tokens/` cache entry, without its hold-out candidates) into the new
+    directory `out`: the ids go to a token file batch by batch; only per-unit arrays stay in memory.
+
+    Raises:
+        DataError: the corpus has no text.
+    """
+    out.mkdir()
+    lengths, chars, groups, keys = [], [], [], []
+    with TokenWriter(out / "tokens.bin", dtype) as writer:
+        for batch in batches:
+            writer.write(batch.ids)
+            lengths.append(batch.lengths)
+            chars.append(batch.chars)
+            groups.append(batch.groups)
+            keys.append(batch.keys)
+        info = writer.close()
+    if not lengths:
+        raise DataError(f"corpus {what} has no text")
+    offsets = np.concatenate([[0], np.cumsum(np.concatenate(lengths))]).astype(np.int64)
+    all_chars = np.concatenate(chars)
+    cache.save_array(out / "offsets.npy", offsets)
+    cache.save_array(out / "chars.npy", all_chars)
+    cache.save_array(out / "groups.npy", np.concatenate(groups))
+    cache.save_array(out / "keys.npy", np.concatenate(keys))
+    cache.write_json(
+        out / "meta.json", {**info.to_json(), "chars": int(all_chars.sum()), "units": int(len(all_chars))}
+    )
 
 
 def corpus_token_stats(corpus: CorpusSpec, tok: Tokenizer, tok_key: str, cache_dir: Path) -> tuple[int, int]:

@@ -21,11 +21,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sweep_engine.data.tokenfile import TokenReader, release
 from sweep_engine.errors import DataError
 
 # Units are gathered in chunks of about this many tokens, so a paper-scale corpus never needs an index array
-# the size of the whole corpus in memory.
-CHUNK_TOKENS = 1 << 23
+# the size of the whole corpus in memory (a chunk's index arrays take ~25 bytes per token: ~25 MiB).
+CHUNK_TOKENS = 1 << 20
 
 
 @dataclass
@@ -37,6 +38,8 @@ class Units:
     chars: np.ndarray  # int64
     groups: np.ndarray  # int64: document of each unit; a document's units are consecutive
     keys: np.ndarray  # int64: hold-out key
+    # The token file behind `tokens` (prepare.py sets it): streamed layouts then read units with pread.
+    source: TokenReader | None = None
 
     @property
     def lengths(self) -> np.ndarray:
@@ -135,36 +138,63 @@ def validation_order(units: Units, held: np.ndarray) -> np.ndarray:
 class Layout:
     """One token sequence of documents: `tokens`, with `doc_ends[j]` the end of document j (after its
     end-of-text) and `doc_chars[j]` the characters of documents 0..j (cumulative); per unit (in layout order)
-    `unit_ends` (after its separator or end-of-text) and `unit_chars` (its characters plus its separator's)."""
+    `unit_ends` (after its separator or end-of-text) and `unit_chars` (its characters plus its separator's).
+    `tokens` is empty when the layout was streamed to a sink instead (lay_out's `sink`)."""
 
-    tokens: np.ndarray  # int32
+    tokens: np.ndarray  # the units' dtype (uint16 or int32)
     doc_ends: np.ndarray  # int64, cumulative
     doc_chars: np.ndarray  # int64, cumulative
     unit_ends: np.ndarray  # int64, cumulative
     unit_chars: np.ndarray  # int64, not cumulative
 
 
-def lay_out(units: Units, order: np.ndarray, sep: int, eot: int, sep_chars: int = 1) -> Layout:
+def lay_out(
+    units: Units,
+    order: np.ndarray,
+    sep: int,
+    eot: int,
+    sep_chars: int = 1,
+    sink: Callable[[np.ndarray], None] | None = None,
+) -> Layout:
     """Concatenate units in `order`: a separator between units of one document, end-of-text after each
-    document. A document's characters are its units' characters plus `sep_chars` per separator."""
+    document. A document's characters are its units' characters plus `sep_chars` per separator.
+
+    Args:
+        units: The tokenized corpus.
+        order: Indices of the units to lay out, in layout order.
+        sep, eot: The separator and end-of-text ids.
+        sep_chars: Characters a separator stands for.
+        sink: Receives the tokens chunk by chunk (about CHUNK_TOKENS each, in order) instead of one array in
+            memory: what a paper-scale training sequence needs (prepare.py writes them to a token file). With
+            `units.source`, units are read from the file with pread (nothing of it becomes resident); else the
+            source's mapped pages are released after each chunk. Either way memory stays at a chunk's worth.
+    """
+    dtype = units.tokens.dtype if units.tokens.dtype.kind in "iu" else np.dtype(np.int32)
     if len(order) == 0:
         empty = np.zeros(0, np.int64)
-        return Layout(np.zeros(0, np.int32), empty, empty, empty, empty)
+        return Layout(np.zeros(0, dtype), empty, empty, empty, empty)
     groups = units.groups[order]
     last = np.ones(len(order), dtype=bool)
     last[:-1] = groups[1:] != groups[:-1]  # the unit ends its document
     seg = units.lengths[order] + 1  # tokens + one trailing separator or end-of-text
     ends = np.cumsum(seg)
-    out = np.empty(int(ends[-1]), dtype=np.int32)
+    out = np.empty(int(ends[-1]) if sink is None else 0, dtype=dtype)
     # Gather in chunks of units so the index arrays stay small.
     lo = 0
     while lo < len(order):
         start = int(ends[lo - 1]) if lo else 0
         hi = int(np.searchsorted(ends, start + CHUNK_TOKENS, side="right"))
         hi = max(hi, lo + 1)
-        _gather(
-            units, order[lo:hi], seg[lo:hi], np.where(last[lo:hi], eot, sep), out[start : int(ends[hi - 1])]
-        )
+        stop = int(ends[hi - 1])
+        chunk = out[start:stop] if sink is None else np.empty(stop - start, dtype=dtype)
+        trailer = np.where(last[lo:hi], eot, sep)
+        if sink is not None and units.source is not None and units.source.dtype == dtype:
+            _read(units, units.source, order[lo:hi], seg[lo:hi], trailer, chunk)
+        else:
+            _gather(units, order[lo:hi], seg[lo:hi], trailer, chunk)
+        if sink is not None:
+            sink(chunk)
+            release(units.tokens)
         lo = hi
     unit_chars = units.chars[order] + np.where(last, 0, sep_chars)
     doc_idx = np.flatnonzero(last)
@@ -210,6 +240,24 @@ def _gather(units: Units, order: np.ndarray, seg: np.ndarray, trailer: np.ndarra
     src = units.offsets[order][unit_of_pos] + within
     out[body] = units.tokens[src[body]]
     out[~body] = trailer[unit_of_pos[~body]]
+
+
+def _read(
+    units: Units,
+    source: TokenReader,
+    order: np.ndarray,
+    seg: np.ndarray,
+    trailer: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """_gather's result, each unit read from the token file into its place (one pread per unit)."""
+    ends = np.cumsum(seg)
+    for pos, first, n in zip(
+        (ends - seg).tolist(), units.offsets[order].tolist(), (seg - 1).tolist(), strict=True
+    ):
+        if n:
+            source.read_into(out[pos : pos + n], first)
+    out[ends - 1] = trailer
 
 
 def prefix_chars(

@@ -61,7 +61,7 @@ def failure_reason(exc: BaseException) -> str:
     if (
         any(isinstance(e, MemoryError) for e in chain)
         or "OutOfMemoryError" in names
-        or _mentions(text, ("OutOfMemoryError", "out of memory", "MemoryError"))
+        or _mentions(text, ("OutOfMemoryError", "out of memory", "MemoryError", "can't allocate memory"))
     ):
         return "oom"
     if any(isinstance(e, FloatingPointError) for e in chain) or "diverge" in text.lower():

@@ -147,14 +147,17 @@ def _run_distributed(spec: TrialSpec, job: dict[str, Any]) -> TrialResult:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     res = spec.resources
-    per_worker: dict[str, float] = {"CPU": res.cpus}
+    per_worker: dict[str, float] = {"CPU": res.cpus, **dict(res.custom)}
     if res.gpus > 0:
         per_worker["GPU"] = res.gpus
     trainer = TorchTrainer(
         _train_worker,
         train_loop_config=job,
         scaling_config=ray.train.ScalingConfig(
-            num_workers=res.workers, use_gpu=res.gpus > 0, resources_per_worker=per_worker
+            num_workers=res.workers,
+            use_gpu=res.gpus > 0,
+            resources_per_worker=per_worker,
+            accelerator_type=res.accelerator_type,
         ),
         run_config=ray.train.RunConfig(
             # No timestamp in the name: a retried Tune trial finds (and resumes) the same Train run.
@@ -177,16 +180,12 @@ def _run_distributed(spec: TrialSpec, job: dict[str, Any]) -> TrialResult:
 
 def _train_worker(job: dict[str, Any]) -> None:
     """One DDP rank: Ray Train has set up torch.distributed; run_trial wraps the model in DDP itself."""
+    from ray.train.torch import get_device
+
     from sweep_engine.training.loop import run_trial
 
     ctx = ray.train.get_context()
     spec = TrialSpec.from_dict(job["spec"])
-    if spec.resources.gpus > 0:
-        import torch
-        from ray.train.torch import get_device
-
-        # run_trial trains on torch.cuda.current_device(): make that this rank's GPU.
-        torch.cuda.set_device(get_device())
     workdir = Path(job["workdir"])
     node = {"node_id": ray.get_runtime_context().get_node_id(), "rank": str(ctx.get_world_rank())}
     fault = fault_for(spec, parse_faults(job.get("faults")))
@@ -198,4 +197,5 @@ def _train_worker(job: dict[str, Any]) -> None:
             workdir=workdir,
             init_dir=Path(job["init_dir"]) if job.get("init_dir") else None,
             cache_dir=Path(job["cache_dir"]),
+            device_fn=get_device,  # this rank's GPU as Ray Train assigned it (used by GPU trials only)
         )

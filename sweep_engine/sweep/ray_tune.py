@@ -166,14 +166,22 @@ def ray_session(address: str | None = None, **init_kwargs: Any) -> Iterator[None
         ray.shutdown()
 
 
+# How much of a node's `accelerator_type:<X>` resource a trial takes to be placed on it: Ray gives every node of
+# that type 1.0 of it, and a token amount only selects the type (as Ray's own accelerator_type option does).
+ACCELERATOR_SHARE = 0.001
+
+
 def trial_resources(spec: TrialSpec) -> dict[str, float]:
-    """What one Tune trial holds. A multi-worker trial only drives its Train workers, which hold their own."""
+    """What one Tune trial holds. A multi-worker trial only drives its Train workers, which hold their own (and
+    are placed on the node type by their ScalingConfig's accelerator_type)."""
     res = spec.resources
     if res.workers > 1:
         return {"CPU": 0.01}  # a token amount: the Train workers request the real resources
-    out = {"CPU": res.cpus}
+    out = {"CPU": res.cpus, **dict(res.custom)}
     if res.gpus > 0:
         out["GPU"] = res.gpus
+    if res.accelerator_type:
+        out[f"accelerator_type:{res.accelerator_type}"] = ACCELERATOR_SHARE
     return out
 
 

@@ -104,6 +104,8 @@ class Recorder:
         point.update({k: v for k, v in metrics.items() if k.startswith("extra_val_loss_")})
         if "tokens_per_s" in metrics:
             point["train_tokens_per_s"] = metrics["tokens_per_s"]
+        if "mfu" in metrics:
+            point["mfu"] = metrics["mfu"]
         self.tracker.log_metrics(run_id, _numbers(point), int(tokens))
         self.logged[key].add(int(tokens))
 
@@ -248,6 +250,8 @@ def final_metrics(result: TrialResult) -> dict[str, float]:
         out["best_val_bpc"] = result.best_val_loss * result.val_tokens_per_char / math.log(2)
     if result.test_loss is not None and result.test_tokens_per_char:
         out["test_bpc"] = result.test_loss * result.test_tokens_per_char / math.log(2)
+    if result.train_s > 0:  # seconds of evaluation per second of training (docs/gpu.md)
+        out["eval_per_train"] = result.eval_s / result.train_s
     out.update({f"best_extra_val_loss_{k}": v for k, v in result.best_extra_val_loss.items()})
     out.update({f"zero_shot_extra_val_loss_{k}": v for k, v in result.zero_shot_extra_val_loss.items()})
     return out

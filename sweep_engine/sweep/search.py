@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sweep_engine.config import Space
-from sweep_engine.space import Cell, cell_trial, cells, pretrain_trials, search_key_dict
+from sweep_engine.space import Cell, cell_schedule, cell_trial, cells, pretrain_trials, search_key_dict
 from sweep_engine.spec import ScheduleSpec, TrialSpec, content_hash, key_dict
 
 if TYPE_CHECKING:
@@ -153,7 +153,7 @@ class CellSearch:
     def _specs(self, cell: Cell, params: dict[str, float]) -> list[TrialSpec]:
         # Four significant digits: a readable LR in names and tables, and the same trial key on a relaunch.
         lr = float(f"{params['lr']:.4g}")
-        schedule = self.schedules[int(params["schedule"])]
+        schedule = cell_schedule(self.space, int(params["schedule"]), cell.d_f)
         return [cell_trial(self.space, cell, lr, schedule, seed) for seed in self.seeds]
 
     def tell(self, asked: Asked, values: list[float | None]) -> None:

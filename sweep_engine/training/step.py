@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.checkpoint import checkpoint
 
 from sweep_engine.errors import ConfigError
 from sweep_engine.spec import ModelShape, TrialSpec
@@ -51,15 +52,37 @@ class NextTokenLoss(nn.Module):
     """Wraps the LM so that forward(windows of context + 1 tokens) is the mean next-token loss.
 
     Putting the loss inside the module lets DDP and torch.compile see the whole computation.
+
+    With `chunk_rows`, the cross-entropy is computed `chunk_rows` positions at a time from the last hidden
+    states, each chunk's logits recomputed in the backward pass (activation checkpointing) instead of kept: a
+    micro-batch then never holds its [windows x context x vocab] logits (~10 bytes each: 16 GB for 32 windows at
+    GPT-2's vocabulary), at the price of one more LM-head matmul per token. The loss and gradients are the same
+    up to float rounding (tests/training/test_step.py).
     """
 
-    def __init__(self, lm: nn.Module) -> None:
+    def __init__(self, lm: nn.Module, chunk_rows: int | None = None) -> None:
         super().__init__()
         self.lm = lm
+        self.chunk_rows = chunk_rows
 
     def forward(self, windows: torch.Tensor) -> torch.Tensor:
-        logits = self.lm(input_ids=windows[:, :-1]).logits
-        return F.cross_entropy(logits.float().flatten(0, 1), windows[:, 1:].flatten())
+        inputs, targets = windows[:, :-1], windows[:, 1:].flatten()
+        if self.chunk_rows is None:
+            logits = self.lm(input_ids=inputs).logits
+            return F.cross_entropy(logits.float().flatten(0, 1), targets)
+        body, head = self.lm.get_submodule("transformer"), self.lm.get_submodule("lm_head")  # GPT-2's
+        hidden = body(input_ids=inputs).last_hidden_state.flatten(0, 1)
+        weight = head.get_parameter("weight")
+        total = hidden.new_zeros((), dtype=torch.float32)
+        for i in range(0, hidden.shape[0], self.chunk_rows):
+            part = checkpoint(_summed_loss, hidden[i : i + self.chunk_rows], weight,
+                              targets[i : i + self.chunk_rows], use_reentrant=False)  # fmt: skip
+            total = total + part
+        return total / targets.numel()
+
+
+def _summed_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(F.linear(hidden, weight).float(), targets, reduction="sum")
 
 
 def build_optimizer(lm: nn.Module, lr: float, weight_decay: float, device: torch.device) -> torch.optim.AdamW:
@@ -85,7 +108,8 @@ def train_step(
     """One optimizer step: forward + backward over `accum` micro-batches, clip, AdamW, zero grads.
 
     Args:
-        model: A NextTokenLoss (or DDP of one); gradients sync only on the last micro-batch.
+        model: A NextTokenLoss, or DDP of one, possibly compiled; under DDP gradients sync only on the last
+            micro-batch (no_sync on the others).
         optimizer: The optimizer; its LR is set to `lr` first.
         windows: This rank's share of the batch, (windows, context + 1) tokens, on the model's device.
         lr: Learning rate of this step.
@@ -98,8 +122,9 @@ def train_step(
     for group in optimizer.param_groups:
         group["lr"] = lr
     total = torch.zeros((), device=windows.device)
+    ddp = getattr(model, "_orig_mod", model)  # torch.compile(DDP(...)) keeps the DDP module as _orig_mod
     for i, micro in enumerate(windows.chunk(accum)):
-        sync = nullcontext() if i == accum - 1 or not isinstance(model, DDP) else model.no_sync()
+        sync = nullcontext() if i == accum - 1 or not isinstance(ddp, DDP) else ddp.no_sync()
         with sync:
             with autocast():
                 loss = model(micro)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -99,3 +101,17 @@ def test_training_set_smaller_than_one_window_is_a_config_error() -> None:
 def test_batch_must_split_across_ranks() -> None:
     with pytest.raises(ConfigError, match="batch_windows=5, world_size=2"):
         BatchSource(_tokens(), CTX, batch_windows=5, seed=0, rank=0, world_size=2)
+
+
+def test_a_mapped_uint16_file_gives_the_same_int64_batches_without_a_whole_copy(tmp_path: Path) -> None:
+    from sweep_engine.data.tokenfile import TokenWriter, open_tokens
+
+    with TokenWriter(tmp_path / "t.bin", np.uint16) as writer:
+        writer.write(_tokens())
+        info = writer.close()
+    mapped = BatchSource(open_tokens(tmp_path / "t.bin", info), CTX, 6, seed=4)
+    plain = BatchSource(_tokens().astype(np.int64), CTX, 6, seed=4)
+    assert mapped.tokens.dtype == np.uint16 and not mapped.tokens.flags.owndata  # still the map
+    for _ in range(30):
+        got = mapped.next_batch()
+        assert got.dtype == np.int64 and (got == plain.next_batch()).all()

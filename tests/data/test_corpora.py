@@ -151,6 +151,50 @@ def test_hugging_face_corpora_open_locally_and_fail_fast(
         check_corpus(CorpusSpec(kind="hf", language="en", name="no-such-user/no-such-set"))
 
 
+def test_json_arrays_and_json_lines_both_read_as_documents(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docs = [{"content": f"文档 {i} " + "x" * (i * 7), "id": i} for i in range(40)]
+    array = tmp_path / "a.json"
+    array.write_text("\ufeff [\n" + ",\n ".join(json.dumps(d, ensure_ascii=False) for d in docs) + "\n]\n")
+    lines = tmp_path / "b.json"
+    lines.write_text("\n".join(json.dumps(d, ensure_ascii=False) for d in docs) + "\n")
+    expected = [d["content"].strip() for d in docs]  # documents are stripped
+    # A window smaller than one element: elements straddle windows and are still decoded whole.
+    monkeypatch.setattr("sweep_engine.data.corpora.JSON_READ_CHARS", 16)
+    for path in (array, lines):
+        corpus = CorpusSpec(kind="path", language="zh", path=str(path), text_field="content")
+        check_corpus(corpus)
+        assert list(iter_documents(corpus)) == expected
+    bad = tmp_path / "c.json"
+    bad.write_text('[{"content": "a"}, {"text": "b"}]')
+    with pytest.raises(DataError, match="element 2 has no string field 'content'"):
+        list(iter_documents(CorpusSpec(kind="path", language="zh", path=str(bad), text_field="content")))
+    cut = tmp_path / "d.json"
+    cut.write_text('[{"content": "a"}, {"content": "b')
+    with pytest.raises(DataError, match="element 2 of the JSON array is not valid JSON"):
+        list(iter_documents(CorpusSpec(kind="path", language="zh", path=str(cut), text_field="content")))
+
+
+def test_a_pinned_revision_names_the_cache_and_reaches_datasets(monkeypatch: pytest.MonkeyPatch) -> None:
+    unpinned = CorpusSpec(kind="hf", language="de", name="org/set", config="de")
+    pinned = CorpusSpec(kind="hf", language="de", name="org/set", config="de", revision="0033d73")
+    assert "revision" not in fingerprint(unpinned)  # caches built before pins keep their keys
+    assert fingerprint(pinned)["revision"] == "0033d73" and fingerprint(pinned) != fingerprint(unpinned)
+    # The Hub cannot be reached here: record what the reader asks `datasets` for.
+    import datasets
+
+    asked: list[dict[str, object]] = []
+
+    def load_dataset(*args: object, **kwargs: object) -> list[dict[str, str]]:
+        asked.append({"args": args, **kwargs})
+        return [{"text": "eins"}]
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    assert list(iter_documents(pinned)) == ["eins"]
+    assert asked[0]["revision"] == "0033d73" and asked[0]["args"] == ("org/set", "de")
+
+
 def test_fingerprint_follows_file_changes(tmp_path: Path) -> None:
     path = tmp_path / "a.txt"
     path.write_text("one")

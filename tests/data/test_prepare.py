@@ -32,8 +32,12 @@ def test_bible_trial_data_in_four_languages(en_tok_spec: TokenizerSpec, cache_di
     held = {}
     for lang in LANGS:
         td = load_trial_data(_bible_data(en_tok_spec, lang, 5000), cache_dir)
-        assert len(td.train) == 5000 and td.train.dtype == np.int32 and td.val.dtype == np.int32
-        assert td.vocab_size == 1024 and int(td.train.max()) < 1024
+        # Token files of the narrowest dtype (uint16 for 1024 ids), mapped read-only, with their id range.
+        assert len(td.train) == 5000 and td.train.dtype == np.uint16 and td.val.dtype == np.uint16
+        assert not td.train.flags.writeable and td.vocab_size == 1024 and int(td.train.max()) < 1024
+        lo, hi = td.id_range["train"]  # of the whole sequence, so it bounds the prefix
+        assert lo <= int(td.train.min()) and int(td.train.max()) <= hi < 1024
+        assert td.id_range["val"] == (int(td.val.min()), int(td.val.max()))
         assert td.val_chars > 5_000 and td.train_chars > 0
         assert set(td.extra_val) == {"en"} and td.extra_val_chars["en"] > 10_000
         # The characters behind the tokens are what the tokens decode to (end-of-text adds none).
@@ -159,3 +163,20 @@ def test_test_split_is_disjoint_shared_across_languages_and_kept_out_of_training
     without = load_trial_data(_bible_data(en_tok_spec, "de", 2000), cache_dir)
     np.testing.assert_array_equal(without.val, data["de"].val)
     assert without.test is None
+
+
+def test_a_smaller_validation_split_of_the_same_corpus_is_held_out_of_its_training(
+    text_corpus: CorpusSpec, text_tok_spec: TokenizerSpec, cache_dir: Path
+) -> None:
+    """`extra_val: {en: pretrain}`: the transfer stage's English set is the pre-training corpus split by the
+    same rule with a smaller validation size, so its documents are pre-training validation documents, never
+    pre-training training text (config.py checks the unit, seed and size that this needs)."""
+    tok, key = load_tokenizer_with_key(text_tok_spec, cache_dir)
+    pretraining = Split(text_corpus, tok, key, 600, "tokens", 0, cache_dir, lambda _: None, 300)
+    forgetting = Split(text_corpus, tok, key, 150, "tokens", 0, cache_dir, lambda _: None)
+    units, candidates = pretraining.units()
+    pre_val, pre_test = pretraining._held(units, candidates)
+    extra_val, _ = forgetting._held(units, candidates)
+    assert len(extra_val) < len(pre_val) and set(extra_val) <= set(pre_val)
+    trained = subsets.training_order(units, np.concatenate([pre_val, pre_test]), 0)
+    assert not np.isin(units.keys[trained], extra_val).any()

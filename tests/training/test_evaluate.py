@@ -63,3 +63,37 @@ def test_per_document_index_must_fit_the_array() -> None:
         eval_loss_by_doc(
             model, np.arange(10) % 64, CTX, torch.device("cpu"), doc_of_target=np.zeros(3, np.int32), n_docs=1
         )
+
+
+def test_batched_evaluation_equals_one_window_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches of windows and chunked logits change how the work is cut, not the numbers: the mean and every
+    per-document sum match one window per forward with whole logits, to float32 rounding (a matmul's summation order depends on its shape: measured differences ~2e-9 relative)."""
+    torch.manual_seed(0)
+    model = build_model(SIZES["xs"], 64, CTX)
+    tokens = np.random.default_rng(2).integers(0, 64, size=23 * CTX + 9).astype(np.uint16)  # a tail of 8
+    of_target = (np.arange(1, len(tokens)) // 29).astype(np.int32)
+    n_docs = int(of_target.max()) + 1
+
+    def run(batch: int) -> tuple[float, np.ndarray]:
+        mean, by_doc = eval_loss_by_doc(model, tokens, CTX, torch.device("cpu"), doc_of_target=of_target,
+                                        n_docs=n_docs, batch_windows=batch)  # fmt: skip
+        assert by_doc is not None
+        return mean, by_doc
+
+    one_mean, one_docs = run(1)
+    monkeypatch.setattr("sweep_engine.training.evaluate.logit_chunk_rows", lambda vocab: 5)  # odd chunks
+    for batch in (3, 7, 64):
+        mean, docs = run(batch)
+        assert mean == pytest.approx(one_mean, rel=1e-6)
+        np.testing.assert_allclose(docs, one_docs, rtol=1e-6)
+
+
+def test_the_default_batch_is_sized_to_memory() -> None:
+    from sweep_engine.shapes import SIZES as SHAPES
+    from sweep_engine.training.memory import eval_windows
+
+    cpu = torch.device("cpu")
+    # The paper's largest model at context 1024: several windows per forward within 1 GiB, not one.
+    assert 2 <= eval_windows(SHAPES["124M"], 1024, cpu, budget=64 * 2**30) <= 16
+    assert eval_windows(SHAPES["124M"], 1024, cpu, budget=2**20) == 1  # never below one
+    assert eval_windows(SHAPES["xs"], 16, cpu, budget=64 * 2**30) == 256  # capped

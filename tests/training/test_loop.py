@@ -23,6 +23,7 @@ from sweep_engine.spec import (
     CorpusSpec,
     DataSpec,
     DocIndex,
+    ExecutionSpec,
     ListReporter,
     ScheduleSpec,
     StoppingSpec,
@@ -34,7 +35,7 @@ from sweep_engine.spec import (
 )
 from sweep_engine.training.evaluate import eval_loss
 from sweep_engine.training.loop import batch_geometry, load_result, measure_throughput, run_trial
-from sweep_engine.training.model import SIZES
+from sweep_engine.training.model import SIZES, build_model
 
 VOCAB = 64
 CTX = 16
@@ -133,9 +134,9 @@ def test_budget_run_records_everything(tmp_path: Path) -> None:
     assert result.tokens_at_best == best_point.tokens
     assert set(result.best_extra_val_loss) == {"en"}  # scored once at the end, with the best step's weights
     assert result.zero_shot_loss is None and result.tokens_per_s > 0 and result.wall_s > 0
-    # the reporter saw every evaluation, with the state just written
+    # the reporter saw every evaluation, with the state just written (none at the last: the result follows)
     assert len(reporter.reports) == len(result.curve)
-    assert reporter.checkpoints == [str(tmp_path)] * len(result.curve)
+    assert reporter.checkpoints == [str(tmp_path)] * (len(result.curve) - 1) + [None]
     keys = {
         "tokens",
         "step",
@@ -144,9 +145,14 @@ def test_budget_run_records_everything(tmp_path: Path) -> None:
         "train_loss",
         "lr",
         "tokens_per_s",
+        "eval_s",
+        "train_s",
         "evals",
     }
     assert set(reporter.reports[-1]) == keys
+    # where the time went: training, evaluation, checkpoints; no MFU on a CPU (no peak to compare with)
+    assert result.train_s > 0 and result.eval_s > 0 and result.checkpoint_s > 0 and result.mfu is None
+    assert result.tokens_per_s == pytest.approx(16_384 / result.train_s)
     # files: result.json (the state is dropped once the result is final), best/ loadable by transformers alone
     assert load_result(tmp_path) == result
     assert not (tmp_path / "state.pt").exists()
@@ -239,14 +245,100 @@ def test_resume_reproduces_the_uninterrupted_curve(tmp_path: Path, checkpoint_ev
     with pytest.raises(Killed):
         run_trial(spec, KillAfter(5), workdir=tmp_path / "b", data=data, checkpoint_every=checkpoint_every)
     assert (tmp_path / "b" / "state.pt").exists() and load_result(tmp_path / "b") is None
+    assert not (tmp_path / "b" / "best").exists()  # best/ is written once, when the run stops
     rest = ListReporter()
     resumed = run_trial(spec, rest, workdir=tmp_path / "b", data=data, checkpoint_every=checkpoint_every)
     assert curve_losses(resumed) == curve_losses(whole)  # exactly, not approximately
     assert resumed.best_val_loss == whole.best_val_loss and resumed.stop_reason == whole.stop_reason
-    # The best weights of the first session come back from best/: the test split sees the same model.
+    # The best weights of the first session come back from state.pt: the test split sees the same model.
     assert resumed.test_loss == whole.test_loss and resumed.doc_losses == whole.doc_losses
     # with a state every 2 evaluations, the 5th is redone after the resume
     assert rest.reports[0]["step"] == (6 if checkpoint_every == 1 else 5) * 4
+
+
+def test_the_best_weights_live_in_the_state_and_reach_best_only_at_the_end(tmp_path: Path) -> None:
+    # An early best (a high LR overfits 600 tokens fast), then a kill well after it: the resumed run must
+    # still score the test split with, and save, the first session's best weights.
+    spec = make_spec(lr=1e-2, stopping=stopping(token_cap=100_000, eval_interval_tokens=1024))
+    data = make_data(d_f=600)
+    whole = run_trial(spec, ListReporter(), workdir=tmp_path / "a", data=data)
+    best_eval = next(i for i, p in enumerate(whole.curve) if p.val_loss == whole.best_val_loss) + 1
+    assert best_eval + 1 < len(whole.curve)
+    with pytest.raises(Killed):
+        run_trial(spec, KillAfter(best_eval + 1), workdir=tmp_path / "b", data=data)
+    state = torch.load(tmp_path / "b" / "state.pt", weights_only=False)
+    assert set(state["best_weights"]) == set(state["model"])
+    assert not (tmp_path / "b" / "best").exists()
+    resumed = run_trial(spec, ListReporter(), workdir=tmp_path / "b", data=data)
+    assert resumed.test_loss == whole.test_loss and resumed.doc_losses == whole.doc_losses
+    saved = GPT2LMHeadModel.from_pretrained(tmp_path / "b" / "best").state_dict()
+    assert all(torch.equal(saved[k], v) for k, v in state["best_weights"].items() if k in saved)
+
+
+def test_a_state_written_before_it_kept_the_best_weights_falls_back_to_best(tmp_path: Path) -> None:
+    from sweep_engine.training.checkpoint import save_best
+
+    spec = make_spec(lr=1e-2, stopping=stopping(token_cap=100_000, eval_interval_tokens=1024))
+    data = make_data(d_f=600)
+    whole = run_trial(spec, ListReporter(), workdir=tmp_path / "a", data=data)
+    best_eval = next(i for i, p in enumerate(whole.curve) if p.val_loss == whole.best_val_loss) + 1
+    with pytest.raises(Killed):
+        run_trial(spec, KillAfter(best_eval + 1), workdir=tmp_path / "b", data=data)
+    # Rewrite the state as an older version wrote it: no best weights inside, best/ beside it.
+    state = torch.load(tmp_path / "b" / "state.pt", weights_only=False)
+    model = build_model(SIZES["xs"], VOCAB, CTX)
+    model.load_state_dict(state.pop("best_weights"))
+    save_best(model, tmp_path / "b", spec.to_dict())
+    torch.save(state, tmp_path / "b" / "state.pt")
+    resumed = run_trial(spec, ListReporter(), workdir=tmp_path / "b", data=data)
+    assert resumed.test_loss == whole.test_loss
+
+
+def test_checkpoint_cadence_by_tokens_and_through_a_local_directory(tmp_path: Path) -> None:
+    # Every 4096 tokens (2 evaluations of 2048), written to a local directory and moved to the workdir.
+    local = tmp_path / "local"
+    execution = ExecutionSpec(checkpoint_every_evals=None, checkpoint_every_tokens=4096,
+                              checkpoint_local_dir=str(local))  # fmt: skip
+    reporter = ListReporter()
+    result = run_trial(make_spec(execution=execution), reporter, workdir=tmp_path / "w", data=make_data())
+    saved_at = [r["tokens"] for r, c in zip(reporter.reports, reporter.checkpoints, strict=True) if c]
+    assert saved_at == [4096, 8192, 12_288]  # not at 16,384: the run stopped there and wrote its result
+    assert list(local.iterdir()) == [] and not (tmp_path / "w" / "state.pt").exists()
+    assert load_result(tmp_path / "w") == result
+    # By time: a cadence no run this short reaches writes no state at all.
+    slow = ExecutionSpec(checkpoint_every_evals=None, checkpoint_every_s=3600.0)
+    quiet = ListReporter()
+    run_trial(make_spec(execution=slow), quiet, workdir=tmp_path / "t", data=make_data())
+    assert quiet.checkpoints == [None] * len(quiet.reports)
+
+
+def test_a_moved_state_resumes_like_a_direct_one(tmp_path: Path) -> None:
+    spec = make_spec(lr=1e-2, stopping=stopping(token_cap=12_288, eval_interval_tokens=1024, patience=100),
+                     execution=ExecutionSpec(checkpoint_local_dir=str(tmp_path / "local")))  # fmt: skip
+    data = make_data(d_f=3000)
+    whole = run_trial(spec, ListReporter(), workdir=tmp_path / "a", data=data)
+    with pytest.raises(Killed):
+        run_trial(spec, KillAfter(5), workdir=tmp_path / "b", data=data)
+    resumed = run_trial(spec, ListReporter(), workdir=tmp_path / "b", data=data)
+    assert curve_losses(resumed) == curve_losses(whole)
+
+
+@pytest.mark.slow
+def test_resume_with_compile_reproduces_the_compiled_curve(tmp_path: Path) -> None:
+    spec = make_spec(lr=1e-2, stopping=stopping(token_cap=8192, eval_interval_tokens=1024, patience=100),
+                     execution=ExecutionSpec(compile="aot_eager"), micro_batch_tokens=128)  # fmt: skip
+    data = make_data(d_f=3000)
+    whole = run_trial(spec, ListReporter(), workdir=tmp_path / "a", data=data)
+    eager = run_trial(dataclasses.replace(spec, execution=ExecutionSpec()), ListReporter(),
+                      workdir=tmp_path / "e", data=data)  # fmt: skip
+    np.testing.assert_allclose(
+        [p.val_loss for p in whole.curve], [p.val_loss for p in eager.curve], atol=1e-5
+    )
+    with pytest.raises(Killed):
+        run_trial(spec, KillAfter(3), workdir=tmp_path / "b", data=data)
+    resumed = run_trial(spec, ListReporter(), workdir=tmp_path / "b", data=data)
+    assert curve_losses(resumed) == curve_losses(whole)
+    assert resumed.test_loss == whole.test_loss
 
 
 def test_finished_trial_is_returned_without_training(tmp_path: Path) -> None:
@@ -350,6 +442,71 @@ def test_config_errors_before_any_work(tmp_path: Path) -> None:
     assert not tmp_path.joinpath("state.pt").exists()
 
 
+def test_an_out_of_memory_step_is_retried_once_with_half_the_micro_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No allocation fails on demand on a CPU: the step function stands in for a device that cannot hold the
+    whole batch (16 windows) at once, the way CUDA raises it."""
+    import sweep_engine.training.loop as loop_module
+
+    real_step = loop_module.train_step
+    seen: list[int] = []
+
+    def step(
+        model: Any, optimizer: Any, windows: torch.Tensor, lr: float, *, accum: int, autocast: Any
+    ) -> Any:
+        seen.append(accum)
+        if windows.shape[0] // accum > 8:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return real_step(model, optimizer, windows, lr, accum=accum, autocast=autocast)
+
+    monkeypatch.setattr(loop_module, "train_step", step)
+    result = run_trial(make_spec(), ListReporter(), workdir=tmp_path / "a", data=make_data())
+    assert seen[:3] == [1, 2, 2] and set(seen[1:]) == {2}  # one failure, then accumulation over 2 halves
+    assert result.notes == ["oom_retry: micro-batch lowered to 8 windows of 16 tokens"]
+    monkeypatch.setattr(loop_module, "train_step", real_step)
+    halves = run_trial(
+        make_spec(micro_batch_tokens=128), ListReporter(), workdir=tmp_path / "b", data=make_data()
+    )
+    np.testing.assert_allclose(
+        [p.val_loss for p in result.curve], [p.val_loss for p in halves.curve], atol=1e-6
+    )
+
+    def always(*args: Any, **kwargs: Any) -> Any:
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(loop_module, "train_step", always)
+    with pytest.raises(torch.OutOfMemoryError):  # the retry fails too: the trial fails, reason `oom`
+        run_trial(make_spec(), ListReporter(), workdir=tmp_path / "c", data=make_data())
+
+
+def test_a_gpu_trial_without_a_gpu_is_a_config_error(tmp_path: Path) -> None:
+    from sweep_engine.spec import ResourceSpec
+    from sweep_engine.sweep.faults import failure_reason
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    spec = make_spec(resources=ResourceSpec(gpus=1.0))
+    with pytest.raises(ConfigError, match="gpus_per_trial=1 must run on a CUDA device") as info:
+        run_trial(spec, ListReporter(), workdir=tmp_path, data=make_data())
+    assert failure_reason(info.value) == "config" and not any(tmp_path.iterdir())
+
+
+def test_pre_training_evaluates_every_so_many_epochs_of_its_corpus(tmp_path: Path) -> None:
+    # 4,000 training tokens, an interval of 0.5 epochs = 2,000 tokens -> every 7 steps of 256 (1,792 tokens).
+    spec = make_spec(stage="pretrain", data=dataclasses.replace(make_spec().data, d_f=None),
+                     stopping=stopping(eval_interval_tokens=8192, eval_interval_epochs=0.5, token_cap=8192))  # fmt: skip
+    result = run_trial(spec, ListReporter(), workdir=tmp_path, data=make_data(d_f=4000))
+    assert [p.step for p in result.curve] == [7, 14, 21, 28, 32]  # and one at the cap
+
+
+def test_recorded_id_ranges_are_trusted_instead_of_a_scan(tmp_path: Path) -> None:
+    data = make_data()
+    data.id_range = {"train": (0, VOCAB)}  # as a token file of another vocabulary would record it
+    with pytest.raises(DataError, match=r"token set 'train' .* in \[0, 64\]"):
+        run_trial(make_spec(), ListReporter(), workdir=tmp_path, data=data)
+
+
 def test_token_ids_outside_the_vocabulary_are_a_data_error(tmp_path: Path) -> None:
     data = make_data(vocab=VOCAB - 1)  # the chain emits id 63
     with pytest.raises(DataError, match=r"vocab_size=63"):
@@ -361,13 +518,13 @@ def test_token_ids_outside_the_vocabulary_are_a_data_error(tmp_path: Path) -> No
 DDP_TOLERANCE = 1e-5  # absolute, on every validation and training loss of the curve (measured: 5e-7)
 
 
-def _ddp_worker(rank: int, world: int, port: int, workdir: str, out: str) -> None:
+def _ddp_worker(rank: int, world: int, port: int, workdir: str, out: str, changes: dict[str, Any]) -> None:
     torch.distributed.init_process_group(
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
     )
     try:
         reporter = ListReporter()
-        result = run_trial(make_spec(), reporter, workdir=Path(workdir), data=make_data())
+        result = run_trial(make_spec(**changes), reporter, workdir=Path(workdir), data=make_data())
         payload = {
             "curve": curve_losses(result),
             "reports": len(reporter.reports),
@@ -386,17 +543,29 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# Plain DDP; DDP with gradient accumulation (4 windows per micro-batch: 2 micro-batches per rank, the first under
+# no_sync) and torch.compile (aot_eager: dynamo's graph capture and DDP graph splitting, without inductor's
+# minute of C++ compilation on this CPU; benchmarks/gpu_check.sh compiles with inductor on a GPU).
+DDP_CASES = {
+    "plain": {},
+    "accum-compiled": {"micro_batch_tokens": 64, "execution": ExecutionSpec(compile="aot_eager")},
+}
+
+
 @pytest.mark.slow
-def test_two_process_ddp_matches_one_process(tmp_path: Path) -> None:
-    single = run_trial(make_spec(), ListReporter(), workdir=tmp_path / "single", data=make_data())
+@pytest.mark.parametrize("case", sorted(DDP_CASES))
+def test_two_process_ddp_matches_one_process(tmp_path: Path, case: str) -> None:
+    changes = DDP_CASES[case]
+    plain = {k: v for k, v in changes.items() if k != "execution"}  # one process, eager: the reference
+    single = run_trial(make_spec(**plain), ListReporter(), workdir=tmp_path / "single", data=make_data())
     out = tempfile.mkdtemp(dir=tmp_path)
     torch.multiprocessing.spawn(
-        _ddp_worker, args=(2, _free_port(), str(tmp_path / "ddp"), out), nprocs=2, join=True
+        _ddp_worker, args=(2, _free_port(), str(tmp_path / "ddp"), out, changes), nprocs=2, join=True
     )
     ranks = [json.loads(Path(out, f"rank{r}.json").read_text()) for r in range(2)]
     assert ranks[0]["curve"] == ranks[1]["curve"]  # all ranks compute the same numbers
     assert ranks[0]["reports"] == ranks[1]["reports"] == len(single.curve)  # every rank reports
-    assert set(ranks[1]["ckpt"]) == {None} and None not in ranks[0]["ckpt"]  # only rank 0 checkpoints
+    assert set(ranks[1]["ckpt"]) == {None} and None not in ranks[0]["ckpt"][:-1]  # only rank 0 checkpoints
     got = np.array([[v, t] for _, v, t in ranks[0]["curve"]])
     want = np.array([[v, t] for _, v, t in curve_losses(single)])
     np.testing.assert_allclose(got, want, rtol=0, atol=DDP_TOLERANCE)

@@ -6,9 +6,10 @@ languages. Several target spaces run side by side (one language each, as the shi
 everything but the language: the ordering question compares languages cell by cell.
 
 Two things a space does not say are assumed, and reported with the grid:
-- which cells its token cap stops before the overfitting point: those with token_cap / D_F < MIN_EPOCHS (the
-  laptop pilot, docs/pilot.md: at a 300K cap every D_F >= 16K, i.e. < 19 epochs, stopped on `budget`, while
-  D_F <= 4K, >= 75 epochs, reached its overfitting point after 20-200 epochs);
+- which cells its token cap stops before the overfitting point: those whose cap breaks budgets.py's rule (the
+  one `validate` and `plan` warn with: the expected overfitting point, `stopping.overfit_epochs` x D_F, then
+  `patience` evaluations, must fit under the cap). They are simulated as stopped on `budget` while still falling
+  (from the smallest such D_F up);
 - how long a held-out document is when the split is sized in tokens (WEB_DOC_TOKENS) or is not a Bible verse.
 """
 
@@ -22,13 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from sweep_engine.analysis.synthetic import Grid
+from sweep_engine.budgets import cap_checks
 from sweep_engine.config import Space, load_space
 from sweep_engine.errors import UserError
 from sweep_engine.plan import study_flops
 from sweep_engine.shapes import non_embedding_params
 from sweep_engine.space import count_trials, transfer_sizes
 
-MIN_EPOCHS = 20  # a cell whose cap allows fewer epochs than this stops on `budget` (see the docstring)
 VERSE_CHARS = 128.0  # the pilot: 200 German verses = 13.6K tokens at 1.88 characters per token
 WEB_DOC_TOKENS = 1000  # assumed length of a web document (OSCAR, OpenWebText2) in tokens
 WEB_CHARS_PER_TOKEN = 4.0  # assumed characters per token of such a document (GPT-2 BPE on English-like text)
@@ -103,7 +104,7 @@ def _shape(space: Space) -> dict[str, object]:
         "transfer.seeds": list(tr.seeds),
         "transfer.seeds_by_d_f": dict(tr.seeds_by_d_f),
         "transfer.validation": tr.validation.model_dump(),
-        "transfer.stopping.token_cap": tr.stopping.token_cap,
+        "transfer.stopping": tr.stopping.model_dump(),
         "search": space.search.model_dump(),
         "analysis.laws": "transfer" in space.analysis.laws,
     }
@@ -148,12 +149,12 @@ def _planned(spaces: tuple[Space, ...], paths: tuple[Path, ...], overrides: tupl
         )
     if test_docs == 0:
         notes.append("no test split (validation.test_size 0): cells are chosen and reported on validation")
-    cap = tr.stopping.token_cap
-    budget = [d for d in tr.d_f if cap / d < MIN_EPOCHS]
+    budget = [c.d_f for c in cap_checks(space) if not c.reaches]
     if budget:
         notes.append(
-            f"D_F >= {min(budget):,} tokens get < {MIN_EPOCHS} epochs under the {cap:,}-token cap: assumed to stop "
-            f"on `budget` while still falling (the analysis keeps them out of the curves and the law)"
+            f"D_F >= {min(budget):,} tokens: the cap cannot reach the expected overfitting point "
+            f"({tr.stopping.overfit_epochs:g} epochs, budgets.py): simulated as stopped on `budget` while still "
+            f"falling (the analysis keeps them out of the curves and the law)"
         )
     if "transfer" not in space.analysis.laws:
         notes.append(

@@ -10,7 +10,8 @@ size also pays its English pre-training, counted once however many languages sha
   context window plus one token (a smaller D_F cannot fill a window; data/batches.py refuses it);
 - one more size: the next named size above the largest of the same family (laptop up to `l`, else paper; the
   reference shape gpt2-small left out), else below the smallest, else a shape with half the smallest one's
-  layers;
+  layers; where the space gives one pre-training LR per size, the new one lies on the line LR = a + b ln N
+  through them (Kaplan et al. 2020, eq. D.1's form);
 - a test set twice as large (`transfer.validation.test_size`): evaluated once per run with the best weights,
   2 N FLOPs per test token (plan.py does not count evaluation; this is the only cost of the change).
 """
@@ -21,14 +22,16 @@ import math
 import shlex
 from dataclasses import dataclass
 
+import numpy as np
 import yaml
 
 from sweep_engine.analysis.power.grid import PlannedGrid, plan_grid
 from sweep_engine.analysis.synthetic import Grid
-from sweep_engine.config import size_name
+from sweep_engine.config import resolve_size, size_name
 from sweep_engine.errors import UserError
 from sweep_engine.shapes import LAPTOP_SIZES, PAPER_SIZES, non_embedding_params
 from sweep_engine.space import transfer_sizes
+from sweep_engine.spec import ModelShape
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,8 @@ def one_more_size(planned: PlannedGrid) -> Change:
     name, entry = _next_size(planned)
     sizes = [*[_entry(s) for s in space.pretrain.sizes], entry]
     extra = [f"pretrain.sizes={_yaml(sizes)}"]
+    if isinstance(space.pretrain.lr, dict):
+        extra.append(f"pretrain.lr={_yaml({**space.pretrain.lr, name: _lr_for(space.pretrain.lr, entry)})}")
     if space.transfer.sizes is not None:
         extra.append(f"transfer.sizes={_yaml([*space.transfer.sizes, name])}")
     try:
@@ -146,6 +151,18 @@ def one_more_size(planned: PlannedGrid) -> Change:
         "size", f"one more size: {name} (N = {n:,.0f}), with its English pre-training",
         _overrides_text(extra), new.grid, new.total_flops - planned.total_flops,
     )  # fmt: skip
+
+
+def _lr_for(lrs: dict[str, float], entry: object) -> float:
+    """The new size's pre-training LR when the space gives one per size: the line LR = a + b ln N through the
+    given ones (Kaplan et al. 2020, eq. D.1's form, which the paper spaces' LRs follow), at the new N."""
+    n = {name: non_embedding_params(resolve_size(name)) for name in lrs}
+    x = np.log([n[k] for k in lrs])
+    y = np.array(list(lrs.values()))
+    b, a = np.polyfit(x, y, 1) if len(lrs) > 1 else (0.0, float(y[0]))
+    shape = ModelShape(**entry) if isinstance(entry, dict) else resolve_size(entry)  # type: ignore[arg-type]
+    new_n = non_embedding_params(shape)
+    return float(f"{max(a + b * math.log(new_n), float(y.min()) / 10):.3g}")
 
 
 def _entry(size: object) -> object:

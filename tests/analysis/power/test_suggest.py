@@ -49,6 +49,10 @@ def test_sizes_come_from_the_spaces_family() -> None:
     paper = _changes(SPACES / "paper" / "german.yaml")["size"]
     # Every paper size is in the grid already: half the smallest one's layers.
     assert "3.3M-half" in paper.grid.sizes and paper.grid.sizes["3.3M-half"] < paper.grid.sizes["3.3M"]
+    # The paper space gives one pre-training LR per size: the smaller model gets a larger one, on the same line.
+    space = load_space(SPACES / "paper" / "german.yaml", shlex.split(paper.how))
+    assert space.pretrain is not None and isinstance(space.pretrain.lr, dict)
+    assert space.pretrain.lr["3.3M-half"] > space.pretrain.lr["3.3M"] > space.pretrain.lr["16M"]
     # The paper space's new D_F: 8,000 / 10 = 800 tokens is under one 1,024-token window.
     assert _changes(SPACES / "paper" / "german.yaml")["d_f_below"].grid.d_f[0] == 1025.0
 
