@@ -115,7 +115,7 @@ def plan(
         ),
     ] = None,
     worlds: Annotated[
-        int | None, typer.Option("--worlds", help="With --power: worlds drawn (default 60).")
+        int | None, typer.Option("--worlds", help="With --power: worlds drawn (default 40).")
     ] = None,
     seed: Annotated[
         int, typer.Option("--seed", help="With --power: seeds the worlds (printed; replays).")

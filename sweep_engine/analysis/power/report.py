@@ -97,12 +97,14 @@ def tokens(d: float) -> str:
 
 
 def _change(c: ChangeResult, total: float) -> str:
-    if not math.isfinite(c.after):
+    if c.change.grid is None:
         return f"{c.change.what}: not possible here ({c.change.why_not})"
-    return (
-        f"{c.change.what}: {c.before:.2f} -> {c.after:.2f} ({c.gain:+.2f} ± {c.gain_se:.2f}), "
-        f"+{c.change.extra_flops:.2g} FLOPs (+{_percent(c.change.extra_flops / total)} of the study)"
-    )
+    cost = f"+{c.change.extra_flops:.2g} FLOPs (+{_percent(c.change.extra_flops / total)} of the study)"
+    if c.skipped:
+        return (
+            f"{c.change.what}: not run, {c.before:.2f} -> 1.00 would buy less per FLOP than the best; {cost}"
+        )
+    return f"{c.change.what}: {c.before:.2f} -> {c.after:.2f} ({c.gain:+.2f} ± {c.gain_se:.2f}), {cost}"
 
 
 def _d_t_table(cells: pd.DataFrame, by_d_f: pd.DataFrame) -> list[str]:
@@ -192,6 +194,7 @@ def _change_dict(c: ChangeResult) -> dict[str, Any]:
         "gain_se": _plain(c.gain_se),
         "extra_flops": c.change.extra_flops,
         "measurable": c.measurable,
+        "skipped": c.skipped,
     }
 
 

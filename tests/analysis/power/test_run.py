@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
+from sweep_engine.analysis.power import run
 from sweep_engine.analysis.power.report import render, to_dict
-from sweep_engine.analysis.power.run import check_options, power_analysis
+from sweep_engine.analysis.power.run import PowerReport, check_options, power_analysis
+from sweep_engine.analysis.power.simulate import Asked
+from sweep_engine.analysis.power.suggest import Change
 from sweep_engine.errors import UserError
 
 QUICK = Path(__file__).resolve().parents[3] / "search_spaces" / "quick" / "german.yaml"
@@ -40,3 +45,31 @@ def test_bad_options_name_the_option_and_the_rule(
 ) -> None:
     with pytest.raises(UserError, match=rule):
         check_options(worlds, bootstrap, width)
+
+
+def test_changes_run_cheapest_first_and_skip_those_that_cannot_win(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A change whose gain, even to 1, would buy less per FLOP than a measurable one found is not run; a gain
+    within its noise does not count as found. Each "grid" here names the per-world answers it gives."""
+    answers = {
+        "noisy": [1.0] + [0.0] * 19,  # +0.05 ± 0.05 for 1e14: would be 0.5 per 1e15, but not measurable
+        "good": [1.0] * 10 + [0.0] * 10,  # +0.50 for 2e15: 0.25 per 1e15
+        "close": [1.0] * 4 + [0.0] * 16,  # could reach 1/3 per 1e15: run
+        "dear": [1.0] * 20,  # could reach at most 1/5 per 1e15: not run
+    }
+    costs = {"dear": 5e15, "close": 3e15, "good": 2e15, "noisy": 1e14}
+    ran: list[str] = []
+
+    def fake_run_worlds(*args: object) -> list[object]:
+        ran.append(args[4][0])  # type: ignore[index]
+        return [answers[args[4][0]]]  # type: ignore[index]
+
+    changes = [Change(n, n, "", n, f) for n, f in costs.items()]  # type: ignore[arg-type]
+    monkeypatch.setattr(run, "candidate_changes", lambda planned: changes)
+    monkeypatch.setattr(run, "run_worlds", fake_run_worlds)
+    monkeypatch.setattr(run, "per_world", lambda o, q, a: np.asarray(o, dtype=float))
+    asked = Asked(frozenset({"d_t"}), {}, (), (), 0.2)
+    found = run._try_changes(SimpleNamespace(grid=None), None, 0, 20, [0.0] * 20, asked, "d_t", 60, 1)  # type: ignore[arg-type]
+    assert ran == ["noisy", "good", "close"]
+    assert [c.change.name for c in found if c.skipped] == ["dear"]
+    best = PowerReport(None, [], 0, 20, 60, 1, 0.2, None, "", "d_t", found).best  # type: ignore[arg-type]
+    assert best is not None and best.change.name == "good"
