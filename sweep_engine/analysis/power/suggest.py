@@ -4,7 +4,7 @@ Each change is written as `key=value` overrides of the space files (so it is exa
 with them), re-planned through the same expansion, and costed by plan.py's model (6 N D to the token cap; a new
 size also pays its English pre-training, counted once however many languages share it):
 
-- one more seed at every configuration (`transfer.seeds`);
+- one more seed at every configuration (`transfer.seeds`, and each D_F of `transfer.seeds_by_d_f`);
 - one more seed at the smallest D_F only (`transfer.seeds_by_d_f`);
 - one more D_F below the smallest, one geometric step down (the ratio of the two smallest), never below one
   context window plus one token (a smaller D_F cannot fill a window; data/batches.py refuses it);
@@ -68,11 +68,18 @@ def _overrides_text(extra: list[str]) -> str:
 
 
 def one_more_seed(planned: PlannedGrid) -> Change:
-    seeds = list(planned.spaces[0].transfer.seeds) if planned.spaces[0].transfer else [0]
+    tr = planned.spaces[0].transfer
+    assert tr is not None
+    seeds = list(tr.seeds)
     extra = [f"transfer.seeds={_yaml([*seeds, max(seeds) + 1])}"]
+    # A D_F with its own seeds (seeds_by_d_f) would keep them under transfer.seeds alone: it gets one more too.
+    if tr.seeds_by_d_f:
+        by_d_f = {d: [*s, max(s) + 1] for d, s in tr.seeds_by_d_f.items()}
+        extra.append(f"transfer.seeds_by_d_f={_yaml(by_d_f)}")
+    own = "".join(f"; {len(s)} -> {len(s) + 1} at D_F {d:,}" for d, s in sorted(tr.seeds_by_d_f.items()))
     new = _replan(planned, extra)
     return Change(
-        "seed", f"one more seed at every configuration ({len(seeds)} -> {len(seeds) + 1})",
+        "seed", f"one more seed at every configuration ({len(seeds)} -> {len(seeds) + 1}{own})",
         _overrides_text(extra), new.grid, new.total_flops - planned.total_flops,
     )  # fmt: skip
 

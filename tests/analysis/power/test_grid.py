@@ -26,11 +26,12 @@ def test_laptop_grid_is_the_expanded_space() -> None:
     assert g.sizes == {t.model.name: float(non_embedding_params(t.model)) for t in trials}
     assert g.d_f == tuple(sorted({float(t.data.d_f) for t in trials if t.data.d_f}))
     assert set(g.lrs) == {t.lr for t in trials}
-    assert g.seeds == len({t.seed for t in trials}) and g.seeds_smallest is None
+    for d_f in g.d_f:  # seeds per D_F, those of seeds_by_d_f included
+        assert g.seeds_at(d_f) == len({t.seed for t in trials if t.data.d_f == d_f})
     assert g.test_docs == trials[0].data.test_size and g.languages == ("de",)
     # The cells whose cap cannot reach the expected overfitting point (the rule `validate` warns with).
     short = [c.d_f for c in cap_checks(load_space(path)) if not c.reaches]
-    assert short and g.budget_d_f == min(short)
+    assert g.budget_d_f == (min(short) if short else None)
     # One space: its plan's FLOPs; the note says there is no ordering question.
     assert planned.total_flops == pytest.approx(sum(s.flops for s in make_plan(load_space(path)).stages))
     assert any("no ordering question" in n for n in planned.notes)
@@ -70,7 +71,7 @@ def test_overrides_reach_the_grid() -> None:
 def test_spaces_that_differ_beyond_language_are_refused(tmp_path: Path) -> None:
     raw = yaml.safe_load((SPACES / "chinese.yaml").read_text())
     raw["pretrain_from"] = str(SPACES / "english.yaml")
-    raw["transfer"]["d_f"] = [500, 1000]
+    raw["transfer"]["d_f"] = [250, 1000]  # 250 keeps its seeds_by_d_f entry valid
     other = tmp_path / "chinese.yaml"
     other.write_text(yaml.safe_dump(raw))
     with pytest.raises(

@@ -23,16 +23,21 @@ def _changes(*paths: Path) -> dict:  # type: ignore[type-arg]
 def test_laptop_changes_and_their_costs() -> None:
     path = SPACES / "german.yaml"
     planned = plan_grid([path])
+    space = load_space(path)
+    assert space.transfer is not None and space.search.halving is not None
     c = _changes(path)
-    transfer = planned.flops["transfer"]
-    # One more seed everywhere doubles the transfer runs of a one-seed space; pre-training is unchanged.
-    assert c["seed"].grid.seeds == 2 and c["seed"].extra_flops == pytest.approx(transfer)
-    # One more seed at the smallest D_F costs that D_F's share of the transfer runs.
-    assert c["seed_smallest"].grid.seeds_at(250.0) == 2 and c["seed_smallest"].grid.seeds_at(1000.0) == 1
-    assert c["seed_smallest"].extra_flops == pytest.approx(transfer / len(planned.grid.d_f))
-    # 250 / 4 = 62 tokens cannot fill a 128-token window: the new D_F is one window plus one token.
+    # One run of every size to the token cap, per init (plan.py's 6 N D). With successive halving the first seed
+    # runs both LR arms and each later seed the winner only: an added seed is one such run per D_F.
+    runs = 6 * space.transfer.stopping.token_cap * sum(planned.grid.sizes.values()) * len(space.transfer.init)
+    # One more seed everywhere, the D_F with seeds of its own (250: 3 seeds) included.
+    assert c["seed"].grid.seeds == 3 and c["seed"].grid.seeds_at(250.0) == 4
+    assert c["seed"].extra_flops == pytest.approx(runs * len(planned.grid.d_f))
+    assert c["seed_smallest"].grid.seeds_at(250.0) == 4 and c["seed_smallest"].grid.seeds_at(500.0) == 2
+    assert c["seed_smallest"].extra_flops == pytest.approx(runs)
+    # 250 / 2 = 125 tokens cannot fill a 128-token window: the new D_F is one window plus one token, run with
+    # the space's 2 seeds (both arms of the first, the winner of the second).
     assert c["d_f_below"].grid.d_f[0] == 129.0 and "'transfer.d_f=[129, 250," in c["d_f_below"].how
-    assert c["d_f_below"].extra_flops == pytest.approx(transfer / len(planned.grid.d_f))
+    assert c["d_f_below"].extra_flops == pytest.approx(runs * (planned.grid.seeds + 1))
     # The next laptop size, with its English pre-training.
     n_l = non_embedding_params(LAPTOP_SIZES["l"])
     assert c["size"].grid.sizes["l"] == n_l
