@@ -14,7 +14,7 @@ import typer
 
 from sweep_engine import __version__
 from sweep_engine.analysis.commands import analyze_cmd, fit_cmd
-from sweep_engine.cli_args import OverridesArg, SpaceArg, load_space_or_exit
+from sweep_engine.cli_args import load_space_or_exit
 from sweep_engine.config import load_space
 from sweep_engine.data.commands import corpora_cmd, prepare_cmd
 from sweep_engine.demo import demo_cmd
@@ -85,8 +85,13 @@ def validate(
 
 @app.command()
 def plan(
-    space_path: SpaceArg,
-    overrides: OverridesArg = None,
+    args: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="SPACE... [KEY=VALUE]...",
+            help="Search-space YAML files (several target spaces: one study), and overrides applied to each.",
+        ),
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
     calibrate: Annotated[
         bool, typer.Option("--calibrate", help="Measure CPU tokens/s of each size here (CPU trials only).")
@@ -97,13 +102,44 @@ def plan(
             "--gpu", help="GPU type of GPU trials (default: the space's accelerator_type, else H100)."
         ),
     ] = None,
+    power: Annotated[
+        bool,
+        typer.Option(
+            "--power", help="Probability that the grid resolves its questions, and the best next change."
+        ),
+    ] = False,
+    prior: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--prior", help="With --power: finished sweeps (results dirs or ledgers) to fit the prior to."
+        ),
+    ] = None,
+    worlds: Annotated[
+        int | None, typer.Option("--worlds", help="With --power: worlds drawn (default 40).")
+    ] = None,
+    seed: Annotated[
+        int, typer.Option("--seed", help="With --power: seeds the worlds (printed; replays).")
+    ] = 0,
 ) -> None:
-    """Trials, tokens, FLOPs and estimated wall time per stage, with its terms. Writes nothing, starts no Ray."""
+    """Trials, tokens, FLOPs and estimated wall time per stage, with its terms. Writes nothing, starts no Ray.
+
+    With --power: draw worlds from a prior, build the ledger each space's grid would record in each, run the
+    real analysis on it, and print the probability of resolving each question (docs/power.md).
+    """
     from sweep_engine import plan as planning
     from sweep_engine.budgets import cap_warnings
     from sweep_engine.hardware import PEAK_FLOPS, peak_flops
 
-    space = load_space_or_exit(space_path, overrides)
+    overrides = [a for a in args if "=" in a and not Path(a).exists()]
+    paths = [Path(a) for a in args if a not in overrides]
+    if not paths:
+        raise fail("SPACE: give at least one search-space file")
+    if not power and (prior or worlds is not None):
+        raise fail(f"{'--prior' if prior else '--worlds'}: only with --power")
+    if power:
+        _power(paths, overrides, prior or [], worlds, seed, as_json)
+        return
+    spaces = [load_space_or_exit(p, overrides) for p in paths]
     with on_bad_input():
         if gpu is not None and peak_flops(gpu) is None:
             raise ConfigError(
@@ -113,28 +149,53 @@ def plan(
     if calibrate:
         from sweep_engine.training.step import calibrate as measure  # torch, only when asked
 
-        measured = measure(space)
-    result = planning.make_plan(space, measured, planning.Assumptions(gpu=gpu))
+        measured = {k: v for space in spaces for k, v in measure(space).items()}
+    results = [planning.make_plan(space, measured, planning.Assumptions(gpu=gpu)) for space in spaces]
     if as_json:
-        typer.echo(json.dumps(result.to_dict(), indent=2))
+        dicts = [r.to_dict() for r in results]
+        typer.echo(json.dumps(dicts[0] if len(dicts) == 1 else dicts, indent=2))
         return
-    typer.echo(f"plan: {result.space}  (upper bounds: every trial to its token cap)")
-    typer.echo(
-        f"{'stage':<9} {'trials':>6} {'tokens':>9} {'FLOPs 6ND':>10} {'FLOPs hw':>9} {'est. wall':>10}  at"
-    )
-    for s in result.stages:
+    for space, result in zip(spaces, results, strict=True):
+        typer.echo(f"plan: {result.space}  (upper bounds: every trial to its token cap)")
         typer.echo(
-            f"{s.stage:<9} {s.trials:>6,} {s.tokens:>9.3g} {s.flops:>10.3g} {s.hardware_flops:>9.3g} "
-            f"{_hours(s.est_hours):>10}  {s.concurrency} at once"
+            f"{'stage':<9} {'trials':>6} {'tokens':>9} {'FLOPs 6ND':>10} {'FLOPs hw':>9} {'est. wall':>10}  at"
         )
-        typer.echo(
-            f"  trial-hours: train {_hours(s.train_hours)}, eval {_hours(s.eval_hours)} "
-            f"({s.eval_tokens:.3g} tokens), checkpoints {_hours(s.checkpoint_hours)}, "
-            f"compile {_hours(s.compile_hours)}; sizes {' '.join(s.sizes)}"
-        )
-    typer.echo(f"assumptions: {result.throughput_source}")
-    for warning in cap_warnings(space):
-        typer.echo(f"warning: {warning}", err=True)
+        for s in result.stages:
+            typer.echo(
+                f"{s.stage:<9} {s.trials:>6,} {s.tokens:>9.3g} {s.flops:>10.3g} {s.hardware_flops:>9.3g} "
+                f"{_hours(s.est_hours):>10}  {s.concurrency} at once"
+            )
+            typer.echo(
+                f"  trial-hours: train {_hours(s.train_hours)}, eval {_hours(s.eval_hours)} "
+                f"({s.eval_tokens:.3g} tokens), checkpoints {_hours(s.checkpoint_hours)}, "
+                f"compile {_hours(s.compile_hours)}; sizes {' '.join(s.sizes)}"
+            )
+        typer.echo(f"assumptions: {result.throughput_source}")
+        for warning in cap_warnings(space):
+            typer.echo(f"warning: {warning}", err=True)
+
+
+def _power(
+    paths: list[Path],
+    overrides: list[str],
+    prior_paths: list[Path],
+    worlds: int | None,
+    seed: int,
+    as_json: bool,
+) -> None:
+    """`plan --power`: the analysis package does the work (analysis/power/)."""
+    from sweep_engine.analysis.power.fitted import fit_prior
+    from sweep_engine.analysis.power.questions import WIDTH
+    from sweep_engine.analysis.power.report import render, to_dict
+    from sweep_engine.analysis.power.run import WORLDS, check_options, power_analysis
+    from sweep_engine.analysis.power.simulate import BOOTSTRAP
+
+    n = WORLDS if worlds is None else worlds
+    with on_bad_input():
+        check_options(n, BOOTSTRAP, WIDTH)  # before any fitting: bad options fail at once
+        prior = fit_prior(prior_paths) if prior_paths else None
+        report = power_analysis(paths, overrides, prior=prior, worlds=n, seed=seed)
+    typer.echo(json.dumps(to_dict(report), indent=1) if as_json else render(report))
 
 
 def _hours(h: float) -> str:

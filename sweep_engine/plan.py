@@ -102,6 +102,28 @@ def tokens_per_second(
     return r.cpus * r.workers * CPU_FLOPS_PER_CORE / per_token
 
 
+def trial_flops(trial: TrialSpec) -> float:
+    """Upper bound on one trial's training FLOPs: 6 N per token up to its token cap (Kaplan)."""
+    return 6.0 * non_embedding_params(trial.model) * trial.stopping.token_cap
+
+
+def study_flops(spaces: list[Space]) -> dict[str, float]:
+    """Training FLOPs (upper bounds) of several spaces run as one study, per stage.
+
+    The pre-training trials the target spaces share through `pretrain_from` have the same keys and run once,
+    so each is counted once; the Optuna search is costed as its budget of trials per cell, as in `make_plan`.
+    """
+    pretrain: dict[str, float] = {}
+    transfer = 0.0
+    for space in spaces:
+        trials = expand(space)
+        grid = [t for t in trials if t.stage == "transfer"]
+        scale = count_trials(space)["transfer"] / len(grid) if grid else 0.0
+        transfer += sum(trial_flops(t) for t in grid) * scale
+        pretrain.update({t.key(): trial_flops(t) for t in trials if t.stage == "pretrain"})
+    return {"pretrain": sum(pretrain.values()), "transfer": transfer}
+
+
 def eval_tokens(trial: TrialSpec, assume: Assumptions = Assumptions()) -> int:
     """Tokens a trial evaluates when it runs to its cap (see the module docstring)."""
     d = trial.data
@@ -175,9 +197,7 @@ def make_plan(
                 stage=stage,
                 trials=counts[stage],
                 tokens=int(sum(t.stopping.token_cap for t in grid) * scale),
-                flops=float(
-                    sum(6 * non_embedding_params(t.model) * t.stopping.token_cap for t in grid) * scale
-                ),
+                flops=float(sum(trial_flops(t) for t in grid) * scale),
                 hardware_flops=float(
                     sum(train_flops_per_token(t.model, vocab, t.context) * t.stopping.token_cap for t in grid)
                     * scale

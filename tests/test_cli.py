@@ -71,6 +71,57 @@ def test_plan_table_and_bad_input() -> None:
     assert missing.exit_code == 2 and "file not found" in missing.stderr
 
 
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (["--power", "--worlds", "0"], "error: --worlds: must be at least 10"),
+        (["--power", "--prior", "{tmp}/nowhere"], "error: --prior: {tmp}/nowhere: no such file or directory"),
+        (["--power", "--prior", "{tmp}"], "error: --prior: {tmp}: a results directory must hold one of"),
+        (["--worlds", "20"], "error: --worlds: only with --power"),
+        (["--prior", "{tmp}"], "error: --prior: only with --power"),
+    ],
+)
+def test_plan_power_bad_input_exits_2_naming_the_option(
+    tmp_path: Path, extra: list[str], expected: str
+) -> None:
+    args = [
+        "plan",
+        str(REPO / "search_spaces" / "quick" / "german.yaml"),
+        *[a.format(tmp=tmp_path) for a in extra],
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert expected.format(tmp=tmp_path) in result.stderr
+
+
+def test_plan_power_default_worlds_in_help_is_the_default() -> None:
+    from sweep_engine.analysis.power.run import WORLDS
+
+    result = runner.invoke(app, ["plan", "--help"])
+    assert f"(default {WORLDS})" in " ".join(result.stdout.split())
+
+
+@pytest.mark.slow
+def test_plan_power_json_answers_every_question() -> None:
+    """The whole path on the quick spaces, two languages: probabilities, the weakest question, the changes."""
+    spaces = [str(REPO / "search_spaces" / "quick" / f"{n}.yaml") for n in ("german", "chinese")]
+    result = runner.invoke(app, ["plan", *spaces, "--power", "--worlds", "10", "--seed", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["grid"]["languages"] == ["de", "zh"] and out["seed"] == 3 and out["worlds"] == 10
+    q = out["questions"]
+    cells = q["d_t"]["cells"]
+    assert len(cells) == 2 * len(out["grid"]["sizes"]) * len(out["grid"]["d_f"])
+    assert all(0 <= c["p"] <= 1 for c in cells)
+    assert q["order"]["applies"] and len(q["order"]["sizes"]) == len(out["grid"]["sizes"])
+    assert {r["language"] for r in q["law"]["languages"]} == {"de", "zh"}
+    assert out["weakest"] in ("d_t", "order", "law")
+    names = {c["name"] for c in out["changes"]}
+    assert names == {"seed", "seed_smallest", "d_f_below", "size", "test_set"} or not out["changes"]
+    for c in out["changes"]:
+        assert c["extra_flops"] > 0 and (c["after"] is None or 0 <= c["after"] <= 1)
+
+
 def test_console_script_starts_no_ray(tmp_path: Path) -> None:
     """The installed entry point runs validate without importing ray, mlflow or torch."""
     code = (

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from sweep_engine.config import load_space
-from sweep_engine.plan import Assumptions, make_plan
+from sweep_engine.plan import Assumptions, make_plan, study_flops
 from sweep_engine.shapes import SIZES, non_embedding_params
 from sweep_engine.space import count_trials, expand
 from tests.test_config import minimal, write
@@ -79,3 +79,11 @@ def test_calibrate_measures_each_shape(tmp_path: Path) -> None:
     expected_s = space.pretrain.stopping.token_cap / measured["xs"]
     assert pre.train_hours * 3600 == pytest.approx(expected_s, rel=1e-6)
     assert pre.est_hours == pytest.approx(pre.train_hours + pre.eval_hours + pre.checkpoint_hours, rel=1e-9)
+
+
+def test_study_flops_count_shared_pretraining_once() -> None:
+    spaces = [load_space(SPACES / f"{name}.yaml") for name in ("german", "chinese")]
+    one = [{s.stage: s.flops for s in make_plan(space).stages} for space in spaces]
+    both = study_flops(spaces)
+    assert both["pretrain"] == pytest.approx(one[0]["pretrain"]) == pytest.approx(one[1]["pretrain"])
+    assert both["transfer"] == pytest.approx(one[0]["transfer"] + one[1]["transfer"])

@@ -46,35 +46,41 @@ def best_cells(ledger: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=[*CELL_KEYS, "loss", "bpc", "split", "n_seeds", "n_configs"])
     config = [c for c in CONFIG_COLS if c in runs.columns]
     runs[config] = runs[config].fillna("-")  # NaN keys would drop rows from the groupby
-    runs["_still_falling"] = [still_falling(r) for r in runs.to_dict(orient="records")]
+    runs = runs.dropna(subset=CELL_KEYS)  # a run without its cell's keys belongs to no cell
+    # A pruned arm (sweep/halving.py) stopped early because it was losing: its loss measures a cut-short run.
+    # It is a candidate only when every run of the cell was pruned.
+    pruned = runs.get("stop_reason", pd.Series("", index=runs.index)).astype(str) == "pruned"
+    every_run_pruned = pruned.groupby([runs[c] for c in CELL_KEYS]).transform("all")
+    runs = runs[~pruned | every_run_pruned].copy()
+    # A configuration the token cap cut measured compute, not data (its best is no overfitting point): it is a
+    # candidate only when the cap cut every configuration of its cell (sweep/halving.py ranks arms the same way).
+    budget = runs.get("stop_reason", pd.Series("", index=runs.index)).astype(str) == "budget"
+    capped = budget.groupby([runs[c] for c in CELL_KEYS + config], dropna=False).transform("any")
+    every_config_capped = capped.groupby([runs[c] for c in CELL_KEYS]).transform("all")
+    runs = runs[~capped | every_config_capped].copy()
+    runs["_still_falling"] = [
+        still_falling(r)
+        for r in runs[[c for c in runs.columns if c != "doc_losses"]].to_dict(orient="records")
+    ]
+    # One grouping by cell and configuration: each configuration's mean validation loss, the runs behind it,
+    # and per cell the configuration with the lowest mean (the first of equals, in sorted order).
+    by_config = runs.groupby(CELL_KEYS + config, sort=True, dropna=False)
+    means = by_config["best_val_loss"].mean()
+    positions = by_config.indices
+    per_cell = means.groupby(level=list(range(len(CELL_KEYS))), sort=True)
+    numeric = [c for c in runs.select_dtypes("number").columns if c not in CELL_KEYS]
     rows = []
-    for key, cell in runs.groupby(CELL_KEYS, sort=True):
-        # A pruned arm (sweep/halving.py) stopped early because it was losing: its loss measures a cut-short
-        # run. It is a candidate only when every run of the cell was pruned.
-        pruned = cell.get("stop_reason", pd.Series("", index=cell.index)).astype(str) == "pruned"
-        if not pruned.all():
-            cell = cell[~pruned]
-        # A configuration the token cap cut measured compute, not data (its best is no overfitting point): it is
-        # a candidate only when the cap cut every configuration (sweep/halving.py ranks arms the same way).
-        capped = (
-            (cell.get("stop_reason", pd.Series("", index=cell.index)).astype(str) == "budget")
-            .groupby([cell[c] for c in config], sort=False, dropna=False)
-            .transform("any")
-        )
-        if not capped.all():
-            cell = cell[~capped]
-        by_config = cell.groupby(config, sort=True, dropna=False)
-        chosen_key = by_config["best_val_loss"].mean().idxmin()
-        chosen = by_config.get_group(chosen_key if isinstance(chosen_key, tuple) else (chosen_key,))
-        rows.append(_cell_row(dict(zip(CELL_KEYS, key, strict=True)), chosen, config, by_config.ngroups))
+    for (key, chosen_key), n_configs in zip(per_cell.idxmin().items(), per_cell.size(), strict=True):
+        chosen = runs.iloc[positions[chosen_key]]
+        rows.append(_cell_row(dict(zip(CELL_KEYS, key, strict=True)), chosen, config, n_configs, numeric))
     return pd.DataFrame(rows).sort_values(CELL_KEYS).reset_index(drop=True)
 
 
 def _cell_row(
-    keys: dict[str, Any], chosen: pd.DataFrame, config: list[str], n_configs: int
+    keys: dict[str, Any], chosen: pd.DataFrame, config: list[str], n_configs: int, numeric_cols: list[str]
 ) -> dict[str, Any]:
     first = chosen.iloc[0]
-    numeric = {c: float(chosen[c].mean()) for c in chosen.select_dtypes("number").columns if c not in keys}
+    numeric = {c: float(v) for c, v in chosen[numeric_cols].mean().items()}
     has_test = "test_loss" in chosen and bool(chosen["test_loss"].notna().all())
     loss = chosen["test_loss"] if has_test else chosen["best_val_loss"]
     bpc = chosen["test_bpc"] if has_test and "test_bpc" in chosen else chosen["best_val_bpc"]

@@ -69,6 +69,7 @@ class ScratchCurve:
             # The measured D are grid points, so the tabulated curve passes exactly through the data.
             self.grid_x = np.union1d(np.linspace(self.log_d[0], self.log_d[-1], GRID), self.log_d)
             self.grid_y = PchipInterpolator(self.log_d, self.mono, axis=0)(self.grid_x)  # [G, R + 1]
+            self.grid_slope = np.diff(self.grid_y, axis=0) / np.diff(self.grid_x)[:, None]  # [G - 1, R + 1]
             # End-segment slopes (log loss per log D) carry the curve beyond the data; never rising.
             self.slope_lo = np.minimum((self.mono[1] - self.mono[0]) / (self.log_d[1] - self.log_d[0]), 0.0)
             self.slope_hi = np.minimum(
@@ -87,10 +88,27 @@ class ScratchCurve:
     def log_loss_at(self, log_d: np.ndarray, r: int = 0) -> np.ndarray:
         """Replicate r's log loss at log D (end-segment power laws outside the range)."""
         x = np.asarray(log_d, dtype=float)
-        inside = np.interp(x, self.grid_x, self.grid_y[:, r])
-        below = self.mono[0, r] + (x - self.log_d[0]) * self.slope_lo[r]
-        above = self.mono[-1, r] + (x - self.log_d[-1]) * self.slope_hi[r]
-        return np.where(x < self.log_d[0], below, np.where(x > self.log_d[-1], above, inside))
+        out = np.interp(x, self.grid_x, self.grid_y[:, r])
+        # The law's fit calls this thousands of times, mostly inside the range: extend only where needed.
+        below, above = x < self.log_d[0], x > self.log_d[-1]
+        if below.any():
+            out = np.where(below, self.mono[0, r] + (x - self.log_d[0]) * self.slope_lo[r], out)
+        if above.any():
+            out = np.where(above, self.mono[-1, r] + (x - self.log_d[-1]) * self.slope_hi[r], out)
+        return out
+
+    def slope_at(self, log_d: np.ndarray, r: int = 0) -> np.ndarray:
+        """d log loss / d log D of replicate r's curve at log D (the derivative of `log_loss_at`: the slope of
+        the tabulated segment inside the range, the end segments' slopes outside)."""
+        x = np.asarray(log_d, dtype=float)
+        i = np.clip(np.searchsorted(self.grid_x, x, side="right") - 1, 0, len(self.grid_x) - 2)
+        out = self.grid_slope[i, r]
+        below, above = x < self.log_d[0], x > self.log_d[-1]
+        if below.any():
+            out = np.where(below, self.slope_lo[r], out)
+        if above.any():
+            out = np.where(above, self.slope_hi[r], out)
+        return out
 
     def invert(self, loss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """D_E for a loss per replicate.

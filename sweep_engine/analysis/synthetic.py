@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import zlib
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -81,23 +82,44 @@ class Grid:
     Attributes:
         sizes: size name -> N (non-embedding parameters).
         d_f: training-set sizes in tokens.
-        lrs: LR arms per cell (the world makes one of two arms worse).
-        seeds: seeds per configuration; `seeds_smallest` at the smallest D_F (None = the same).
+        lrs: LR arms per cell (the world makes one arm of each cell worse).
+        schedules: schedule arms per LR (their names); a cell runs every LR x schedule.
+        seeds: seeds per configuration; `seeds_smallest` at the smallest D_F (None = the same), and
+            `seeds_by_d_f` at the D_F it lists ((D_F, seeds) pairs; a space's transfer.seeds_by_d_f).
         val_docs, test_docs: held-out documents (the same ids in every language).
         doc_chars: mean characters per document.
         budget_d_f: cells with D_F >= this stop on the token cap while their loss still falls (None = none):
             their loss is 2-8% above the converged value, as an under-trained run's is.
+        languages: the languages the sweep runs (None: every language of the world).
+        record_val_docs: keep per-document validation losses in the ledger too. The analysis selects on the
+            validation loss itself and resamples only the reported (test) split, so `plan --power` leaves
+            them out: writing and parsing them was most of a paper-scale ledger's cost.
     """
 
     sizes: dict[str, float]
     d_f: tuple[float, ...]
     lrs: tuple[float, ...] = (1e-3, 3e-3)
+    schedules: tuple[str, ...] = ("cosine",)
     seeds: int = 2
     seeds_smallest: int | None = 3
+    seeds_by_d_f: tuple[tuple[float, int], ...] = ()
     val_docs: int = 200
     test_docs: int = 200
     doc_chars: float = 120.0
     budget_d_f: float | None = None
+    languages: tuple[str, ...] | None = None
+    record_val_docs: bool = True
+
+    def seeds_at(self, d_f: float) -> int:
+        """Seeds per configuration at this D_F."""
+        listed = dict(self.seeds_by_d_f)
+        if d_f in listed:
+            return listed[d_f]
+        return self.seeds_smallest if (d_f == min(self.d_f) and self.seeds_smallest) else self.seeds
+
+    def languages_of(self, world: World) -> list[str]:
+        """The world's languages this grid runs, in the world's order."""
+        return [g for g in world.languages if self.languages is None or g in self.languages]
 
 
 LAPTOP_GRID = Grid(
@@ -149,7 +171,7 @@ def draw_world(
 def truth_table(world: World, grid: Grid) -> pd.DataFrame:
     """The true cells: per (language, N, D_F) the scratch and fine-tuned loss, D_T, D_E and the gap."""
     rows = []
-    for lang in world.languages:
+    for lang in grid.languages_of(world):
         for size, n in grid.sizes.items():
             for d_f in grid.d_f:
                 l_s, l_ft = float(world.scratch(n, d_f)), float(world.finetune(lang, n, d_f))
@@ -198,7 +220,8 @@ def _docs(keys: np.ndarray, chars: np.ndarray, cpt: float, spread: float, rng: n
     tokens = np.maximum(1, np.round(chars / cpt)).astype(np.int64)
     log_diff = rng.normal(0.0, spread, size=keys.size)
     # Token-weighted mean difficulty 1: the split's mean loss is the run's loss (a shift would cancel anyway).
-    log_diff -= math.log(float(np.sum(tokens * np.exp(log_diff)) / tokens.sum()))
+    if keys.size:
+        log_diff -= math.log(float(np.sum(tokens * np.exp(log_diff)) / tokens.sum()))
     return _Docs(keys=keys, tokens=tokens, chars=chars.astype(np.int64), log_difficulty=log_diff)
 
 
@@ -206,34 +229,63 @@ def make_ledger(world: World, grid: Grid, rng: np.random.Generator) -> pd.DataFr
     """The ledger (docs/ledger.md columns) the grid's sweep would record in this world.
 
     Every FINISHED transfer run carries per-document validation and test losses (`doc_losses`); the best
-    configuration of a cell is to be chosen on validation and reported on test, as the analysis does.
+    configuration of a cell is to be chosen on validation and reported on test, as the analysis does. Each
+    cell and run draws its noise from a stream of its own, seeded from `rng` and its name, so the ledgers of
+    two grids in one world share the noise of every run they share.
     """
     n_val, n_test = grid.val_docs, grid.test_docs
+    root = int(rng.integers(2**63))
+
+    def stream(*key: object) -> np.random.Generator:
+        # Each cell and run draws from a stream named by what it is, so two grids that share a run (a grid and
+        # the same grid with one more seed, D_F or size) share its noise too: common random numbers.
+        return np.random.default_rng([root, zlib.crc32("|".join(map(str, key)).encode())])
+
     # The same documents (ids and characters) in every language: a parallel corpus.
-    val_chars = np.maximum(5, rng.lognormal(math.log(grid.doc_chars), 0.5, n_val)).round()
-    test_chars = np.maximum(5, rng.lognormal(math.log(grid.doc_chars), 0.5, n_test)).round()
+    val_chars = np.maximum(5, stream("val").lognormal(math.log(grid.doc_chars), 0.5, n_val)).round()
+    test_chars = np.maximum(5, stream("test").lognormal(math.log(grid.doc_chars), 0.5, n_test)).round()
     rows: list[dict[str, Any]] = []
-    smallest = min(grid.d_f)
-    for lang, truth in world.languages.items():
-        cpt = truth.chars_per_token
-        val = _docs(np.arange(n_val), val_chars, cpt, world.doc_spread, rng)
-        test = _docs(np.arange(n_val, n_val + n_test), test_chars, cpt, world.doc_spread, rng)
+    arms = [(lr, sched) for lr in grid.lrs for sched in grid.schedules]  # LR x schedule
+    for lang in grid.languages_of(world):
+        cpt = world.languages[lang].chars_per_token
+        val = _docs(np.arange(n_val), val_chars, cpt, world.doc_spread, stream(lang, "val"))
+        test = _docs(
+            np.arange(n_val, n_val + n_test), test_chars, cpt, world.doc_spread, stream(lang, "test")
+        )
         for size, n in grid.sizes.items():
             for d_f in grid.d_f:
                 budget = grid.budget_d_f is not None and d_f >= grid.budget_d_f
-                seeds = grid.seeds_smallest if (d_f == smallest and grid.seeds_smallest) else grid.seeds
+                seeds = grid.seeds_at(d_f)
                 for init in ("scratch", "finetune"):
                     true = float(world.scratch(n, d_f) if init == "scratch" else world.finetune(lang, n, d_f))
-                    worse = int(rng.integers(len(grid.lrs)))
-                    penalty = rng.uniform(0.0, world.lr_penalty)
-                    shortfall = rng.uniform(0.02, 0.08) if budget else 0.0
-                    for i, lr in enumerate(grid.lrs):
+                    cell = stream(lang, size, f"{d_f:g}", init)
+                    worse = int(cell.integers(len(arms)))
+                    penalty = cell.uniform(0.0, world.lr_penalty)
+                    shortfall = cell.uniform(0.02, 0.08) if budget else 0.0
+                    for i, arm in enumerate(arms):
                         for seed in range(seeds):
+                            run = stream(lang, size, f"{d_f:g}", init, i, seed)
                             mean = true * (1 + (penalty if i == worse else 0.0)) * (1 + shortfall)
-                            mean *= math.exp(rng.normal(0.0, world.run_noise))
-                            v, t = (s.doc_losses(mean, world.doc_noise, rng) for s in (val, test))
+                            mean *= math.exp(run.normal(0.0, world.run_noise))
+                            v, t = (s.doc_losses(mean, world.doc_noise, run) for s in (val, test))
                             rows.append(
-                                _row(lang, size, n, d_f, init, lr, seed, cpt, val, test, v, t, budget, world)
+                                _row(
+                                    lang,
+                                    size,
+                                    n,
+                                    d_f,
+                                    init,
+                                    arm,
+                                    seed,
+                                    cpt,
+                                    val,
+                                    test,
+                                    v,
+                                    t,
+                                    budget,
+                                    world,
+                                    grid.record_val_docs,
+                                )  # fmt: skip
                             )
     rows += _pretrain_rows(world, grid)
     return pd.DataFrame(rows)
@@ -272,7 +324,7 @@ def _row(
     n: float,
     d_f: float,
     init: str,
-    lr: float,
+    arm: tuple[float, str],
     seed: int,
     cpt: float,
     val: _Docs,
@@ -281,15 +333,18 @@ def _row(
     test_sums: np.ndarray,
     budget: bool,
     world: World,
+    record_val_docs: bool = True,
 ) -> dict[str, Any]:
+    lr, schedule = arm
     val_loss = float(val_sums.sum() / val.tokens.sum())
-    test_loss = float(test_sums.sum() / test.tokens.sum())
+    has_test = test.keys.size > 0  # a grid without a test split reports on validation, as the analysis does
+    test_loss = float(test_sums.sum() / test.tokens.sum()) if has_test else math.nan
     tokens_seen = int(max(64 * d_f, 65_536))
     at_best = tokens_seen if budget else int(0.6 * tokens_seen)
     tpc_val = float(val.tokens.sum() / val.chars.sum())
-    tpc_test = float(test.tokens.sum() / test.chars.sum())
+    tpc_test = float(test.tokens.sum() / test.chars.sum()) if has_test else math.nan
     return {
-        "trial_key": f"{lang}-{size}-{d_f:g}-{init}-{lr:g}-{seed}",
+        "trial_key": f"{lang}-{size}-{d_f:g}-{init}-{lr:g}-{schedule}-{seed}",
         "sweep_key": "synthetic",
         "sweep": f"synthetic-{lang}",
         "stage": "transfer",
@@ -301,7 +356,7 @@ def _row(
         "d_f": int(d_f),
         "d_f_chars": int(round(d_f * cpt)),
         "lr": lr,
-        "schedule_kind": "cosine",
+        "schedule_kind": schedule,
         "warmup_steps": 5,
         "decay_floor": 0.1,
         "seed": seed,
@@ -323,7 +378,11 @@ def _row(
         "extra_val_loss_en": 4.0 + 0.1 * math.log10(d_f) if init == "finetune" else math.nan,
         "zero_shot_extra_val_loss_en": 4.0 if init == "finetune" else math.nan,
         "curve": _curve(val_loss, tokens_seen, still_falling=budget),
-        "doc_losses": json.dumps({"val": val.as_json(val_sums), "test": test.as_json(test_sums)}),
+        "doc_losses": json.dumps(
+            {"val": val.as_json(val_sums), "test": test.as_json(test_sums)}
+            if record_val_docs
+            else {"test": test.as_json(test_sums)}
+        ),
     }
 
 

@@ -75,3 +75,19 @@ def test_d_t_has_the_sign_of_the_gap_at_a_measured_d_f(losses: list[float], at: 
         assert d_e[0] > d[i]
     elif gap > 1e-9:
         assert d_e[0] < d[i]
+
+
+def test_slope_is_the_derivative_of_the_curve() -> None:
+    """slope_at is what the law's exact Jacobian uses: it must be d log L / d log D of log_loss_at."""
+    rng = np.random.default_rng(0)
+    d = np.array([250.0, 1000.0, 4000.0, 16000.0])
+    loss = np.array([6.0, 5.2, 4.7, 4.5])[:, None] * np.exp(rng.normal(0, 0.01, (4, 3)))
+    curve = ScratchCurve("de", 1e5, "tokens", d, loss)
+    x = np.log(np.geomspace(60.0, 60_000.0, 200))
+    h = 1e-6
+    for r in range(3):
+        numeric = (curve.log_loss_at(x + h, r) - curve.log_loss_at(x - h, r)) / (2 * h)
+        # Away from the tabulated kinks the two agree to rounding.
+        smooth = np.abs(np.diff(curve.slope_at(np.stack([x - h, x + h]), r), axis=0))[0] < 1e-12
+        assert smooth.mean() > 0.9
+        np.testing.assert_allclose(curve.slope_at(x, r)[smooth], numeric[smooth], rtol=1e-5, atol=1e-8)

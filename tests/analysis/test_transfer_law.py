@@ -49,3 +49,21 @@ def test_one_size_is_not_identified_and_prints_no_constants(world: World) -> Non
     d = law.to_dict()
     assert d["params"] is None and d["ci"] is None and d["status"].startswith("not identified")
     assert law.claims == {"alpha < 1": "not identified", "beta > 0": "not identified"}
+
+
+def test_the_exact_jacobian_matches_finite_differences(cells: pd.DataFrame, reps: CellReplicates) -> None:
+    from scipy.optimize._numdiff import approx_derivative
+
+    from sweep_engine.analysis.transfer_law import _Problem
+
+    lt = analyze_transfer(cells, reps).languages["de"]
+    ft = cells[(cells["language"] == "de") & (cells["init"] == "finetune")]
+    idx = ft.index.to_numpy()
+    sizes = ft["n_params"].to_numpy(float)
+    problem = _Problem(ft["d_f"].to_numpy(float), sizes, [lt.curves[n] for n in sizes], reps.loss[idx])
+    rng = np.random.default_rng(1)
+    for r in (0, 3):
+        for theta in problem.starts()[::5]:
+            theta = theta + rng.normal(0, 0.05, 3)
+            numeric = approx_derivative(problem.residuals, theta, args=(r,), method="3-point")
+            np.testing.assert_allclose(problem.jacobian(theta, r), numeric, rtol=1e-3, atol=1e-6)
