@@ -8,6 +8,7 @@ from sweep_engine.config import load_space
 from sweep_engine.plan import Assumptions, make_plan, study_flops
 from sweep_engine.shapes import SIZES, non_embedding_params
 from sweep_engine.space import count_trials, expand
+from sweep_engine.sweep import halving
 from tests.test_config import minimal, write
 
 SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
@@ -49,11 +50,12 @@ def test_an_attention_term_grows_with_the_context() -> None:
 def test_plan_sums_six_n_tokens(tmp_path: Path) -> None:
     space = load_space(SPACES / "chinese.yaml")
     stages = {s.stage: s for s in make_plan(space).stages}
-    expected = sum(
-        6 * non_embedding_params(t.model) * t.stopping.token_cap
-        for t in expand(space)
-        if t.stage == "transfer"
-    )
+    # Successive halving (search.halving): every first-seed arm runs, and the later seeds of one arm per cell.
+    grid = halving.plan(space)
+    runs = [t for arms in grid.first.values() for t in arms]
+    runs += [t for arms in grid.later.values() for t in next(iter(arms.values()))]
+    assert len(runs) == stages["transfer"].trials < sum(t.stage == "transfer" for t in expand(space))
+    expected = sum(6 * non_embedding_params(t.model) * t.stopping.token_cap for t in runs)
     assert stages["transfer"].flops == expected
     assert stages["transfer"].est_hours > 0
 
