@@ -162,10 +162,15 @@ class Halving:
                 continue
             keep = math.ceil(len(scored) / self.eta)
             for _, a in scored[keep:]:
-                if not a.done and not a.stop_asked:  # still running: stop it
+                # Still running, and not the cell's last arm that can finish: the driver reads reports late, so an
+                # arm asked to stop at an early rung may still beat the others at a later one before it stops;
+                # asking every arm would leave the cell with no run that trained to its own end.
+                finishers = [
+                    b for b in arms.values() if b is not a and not (b.stop_asked or b.pruned or b.failed)
+                ]
+                if not a.done and not a.stop_asked and finishers:
+                    a.stop_asked = True
                     stop.add(a.key)
-        for key in stop:
-            arms[key].stop_asked = True
         return sorted(stop)
 
     def settled(self, cell: Cell) -> bool:

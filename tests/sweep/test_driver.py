@@ -433,3 +433,13 @@ def test_multi_worker_trials_run_ddp_through_ray_train(
     assert failed.status == FAILED and failed.tags["failure_reason"] == "crash"
     assert failed.tags["attempt"] == "1"  # Ray Train retried; Tune did not retry the whole trial again
     assert (space.results_dir / "ray" / f"train-{spec.key()}").is_dir()  # the Train run, named by trial_key
+
+
+def test_the_largest_pretraining_starts_first(tmp_path: Path) -> None:
+    # Longest first: the largest English model started last would leave one slot training it alone at the end.
+    d = space_dict(tmp_path / "results")
+    d["pretrain"] = {**d["pretrain"], "sizes": ["xs", "m", "s"]}
+    driver = SweepDriver(write_space(tmp_path / "tiny.yaml", d), InlineExecutor(fake_run), InMemoryTracker())
+    driver.start()
+    handed = [driver.next_job() for _ in range(3)]
+    assert [job.spec.model.name for job in handed if not isinstance(job, str) and job] == ["m", "s", "xs"]

@@ -56,6 +56,19 @@ def test_an_arm_that_ended_by_itself_competes_with_its_final_best() -> None:
     assert h.winner(next(iter(h.arms))) == h.arm_config["a"]
 
 
+def test_a_cell_keeps_one_arm_that_can_finish_when_reports_arrive_late() -> None:
+    # The driver reads reports late: "a" is asked to stop at rung 1, but before it stops it reports rung 2,
+    # where it beats "b". Stopping "b" too would leave the cell without a run that trained to its own end.
+    h = _halving(["a", "b"])
+    h.report("b", 1, 3.0)
+    assert h.report("a", 1, 3.5) == ["a"]
+    h.report("b", 2, 2.9)
+    assert h.report("a", 2, 2.5) == []
+    h.ended("a", 2.5, pruned=True)
+    h.ended("b", 2.7)
+    assert h.winner(("de", "xs", 1000, "scratch")) == h.arm_config["b"]  # type: ignore[arg-type]
+
+
 def test_an_arm_the_cap_cut_wins_only_when_no_arm_found_its_overfitting_point() -> None:
     h = _halving(["a", "b", "c"])
     h.ended("a", 3.4, capped=True)  # the lowest loss, but the token cap ended it: compute, not data
