@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="run the full grid here and keep it (default: a temp dir)")
     args = parser.parse_args()
     space = load_space(args.space)
-    storage = (args.storage or space.storage).resolve()
+    storage = Path(args.storage or space.storage).resolve()
     work = args.keep or Path(tempfile.mkdtemp(prefix="halving-savings-"))
     if work.exists() and any(work.iterdir()):
         sys.exit(f"--keep {work}: must be empty or absent")
