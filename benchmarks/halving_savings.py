@@ -59,7 +59,8 @@ def main() -> None:
     work = args.keep or Path(tempfile.mkdtemp(prefix="halving-savings-"))
     if work.exists() and any(work.iterdir()):
         sys.exit(f"--keep {work}: must be empty or absent")
-    work.rmdir() if work.exists() else None
+    if work.exists():
+        work.rmdir()  # copytree makes it
     with_halving = _copy_without_pruned(storage, space.name, work)
     first_seed = with_halving.groupby(CELL)["seed"].transform("min") == with_halving["seed"]
     run = [

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from sweep_engine.config import Space
 from sweep_engine.ledger import Ledger
-from sweep_engine.shapes import non_embedding_params
+from sweep_engine.plan import trial_flops
 from sweep_engine.space import pretrain_trials, sweep_key, transfer_trials
 from sweep_engine.spec import (
     FAILED,
@@ -312,7 +312,7 @@ class SweepDriver:
             # last would leave one slot training it while the other runs transfer trials one at a time (whose
             # LR arms then cannot race). From-scratch trials fill the other slots.
             pretrain = [i for i, j in enumerate(self.ready) if j.spec.stage == "pretrain"]
-            i = max(pretrain, key=lambda i: _flops(self.ready[i].spec)) if pretrain else 0
+            i = max(pretrain, key=lambda i: trial_flops(self.ready[i].spec)) if pretrain else 0
             job = self.ready.pop(i)
             self.in_flight.add(job.key)
             return job
@@ -439,8 +439,3 @@ class SweepDriver:
                 request_prune(
                     self.paths.workdir(self.specs[key]), "a losing LR/schedule arm (search.halving)"
                 )
-
-
-def _flops(spec: TrialSpec) -> float:
-    """A trial's cost to its cap, for ordering (6 N D)."""
-    return 6.0 * non_embedding_params(spec.model) * spec.stopping.token_cap

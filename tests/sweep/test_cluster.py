@@ -142,7 +142,7 @@ def test_ray_job_submit_runs_a_sweep_on_a_two_node_cluster_logging_to_an_mlflow_
     """The cluster path of docs/cluster.md on loopback: `ray start --head`, `ray start --address`, `mlflow
     server`, then `ray job submit -- sweep-engine launch SPACE` (no --address: the job's RAY_ADDRESS), with a
     job working directory, which is what made Ray pull the driver's current directory away (oneMKL abort)."""
-    shared = tmp_path / "shared"  # the cluster's shared file system
+    shared = tmp_path / "cluster_fs"  # the cluster's shared file system
     (shared / "results").mkdir(parents=True)
     (shared / "results" / "cache").symlink_to(shared_cache(tmp_path_factory), target_is_directory=True)
     cluster = LoopbackCluster(tmp_path / "cluster")
@@ -155,7 +155,7 @@ def test_ray_job_submit_runs_a_sweep_on_a_two_node_cluster_logging_to_an_mlflow_
         nodes = cluster.wait_for_nodes(2)
 
         # Storage relative to the space file; the driver runs in a directory of Ray's choosing.
-        data = space_dict(Path("../shared/results"), languages=("es",))
+        data = space_dict(Path("../cluster_fs/results"), languages=("es",))
         data["tracking"] = {"uri": cluster.tracking_uri}
         (tmp_path / "spaces").mkdir()
         space_file = tmp_path / "spaces" / "c.yaml"
